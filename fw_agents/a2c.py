@@ -169,7 +169,8 @@ class RecurrentA2C(OnPolicyAlgorithm):
             sde_sample_freq=sde_sample_freq,
             stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log,
-            policy_kwargs=policy_kwargs,
+            # A copy: SB3 keeps the caller's dict and the RMSprop default below would leak into it.
+            policy_kwargs=dict(policy_kwargs or {}),
             verbose=verbose,
             seed=seed,
             device=device,
