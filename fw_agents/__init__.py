@@ -1,3 +1,40 @@
 """fw-agents: fast-weights memory (Ba et al. 2016) for Stable-Baselines3 recurrent agents."""
 
+from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore
+from fw_agents.policies import (
+    POLICY_ALIASES,
+    FastWeightsActorCriticCnnPolicy,
+    FastWeightsActorCriticPolicy,
+    FastWeightsMultiInputActorCriticPolicy,
+    GRUActorCriticCnnPolicy,
+    GRUActorCriticPolicy,
+    GRUMultiInputActorCriticPolicy,
+    NoMemoryActorCriticCnnPolicy,
+    NoMemoryActorCriticPolicy,
+    NoMemoryMultiInputActorCriticPolicy,
+    RecurrentMemoryActorCriticPolicy,
+    register_policy_aliases,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "MEMORY_CORES",
+    "POLICY_ALIASES",
+    "FastWeightsActorCriticCnnPolicy",
+    "FastWeightsActorCriticPolicy",
+    "FastWeightsMultiInputActorCriticPolicy",
+    "FastWeightsRNN",
+    "GRUActorCriticCnnPolicy",
+    "GRUActorCriticPolicy",
+    "GRUCore",
+    "GRUMultiInputActorCriticPolicy",
+    "LSTMCore",
+    "MemoryCore",
+    "NoMemoryActorCriticCnnPolicy",
+    "NoMemoryActorCriticPolicy",
+    "NoMemoryCore",
+    "NoMemoryMultiInputActorCriticPolicy",
+    "RecurrentMemoryActorCriticPolicy",
+    "register_policy_aliases",
+]

@@ -1,0 +1,263 @@
+"""The fast-weights RNN of Ba, Hinton, Mnih, Leibo and Ionescu (NIPS 2016), paper §2.
+
+Per environment, with ``A`` and ``h`` reset to zero at every episode start::
+
+    A(t)        = λ A(t-1) + η h(t) h(t)ᵀ                      (write, after each new h)
+    h_0(t+1)    = f(W h(t) + C x(t))                            (preliminary state, slow weights)
+    h_{s+1}(t+1) = f(LN[W h(t) + C x(t) + A(t) h_s(t+1)])       s = 0 .. S-1
+    h(t+1)      = h_S(t+1)
+
+Two computation paths give the same numbers:
+
+* ``"explicit"`` keeps the H×H matrix A per environment: O(H²) per step, and autograd keeps every A(t),
+  O(T·B·H²) memory over a training sequence.
+* ``"attention"`` never forms A(t) inside a sequence. It uses
+  ``A(t) h = λ^{t-t₀} A₀ h + η Σ_{t₀<τ≤t} λ^{t-τ} h(τ) ⟨h(τ), h⟩`` (the read is attention over the
+  hidden states of the sequence, plus the decayed memory A₀ carried in from before it): O(t·H) per step
+  on top of the A₀ read and O(T·B·H) memory for backprop.
+
+``"auto"`` uses the explicit path for single steps (rollouts) and the attention path for sequences of up
+to ``attention_max_len`` steps (default H, where the two cross over in speed; the attention path is far
+lighter in memory at any length). ``python -m train.bench core`` measures both.
+
+The packed state is ``[h, triu(A)]``: A is a decayed sum of outer products, so it is exactly symmetric
+and its upper triangle holds all of it. That halves what a rollout buffer stores per env-step:
+``H + H(H+1)/2`` floats instead of ``H + H²``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch as th
+import torch.nn.functional as F
+from torch import nn
+
+from fw_agents.memory.base import MemoryCore, check_positive_int, reset_mask
+
+ACTIVATIONS: dict[str, Callable[[th.Tensor], th.Tensor]] = {
+    "relu": F.relu,
+    "tanh": th.tanh,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "identity": lambda x: x,
+}
+COMPUTE_PATHS = ("auto", "explicit", "attention")
+
+
+def activation_by_name(name: str) -> Callable[[th.Tensor], th.Tensor]:
+    """Look up a nonlinearity by name; ValueError listing the choices otherwise."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+class FastWeightsRNN(MemoryCore):
+    """Fast-weights recurrent network (Ba et al. 2016).
+
+    :param input_size: F, size of each input vector.
+    :param hidden_size: H, number of recurrent units.
+    :param decay_rate: λ in (0, 1], how fast the fast weights forget (paper: 0.95).
+    :param fast_learning_rate: η >= 0, the fast weights' learning rate (paper: 0.5). η = 0 is a plain
+        layer-normalised ReLU RNN: the ablation "no fast weights".
+    :param inner_steps: S >= 1, iterations of the inner loop (paper: 1).
+    :param layer_norm: layer normalisation over the hidden units of each sample, with learned gain and
+        bias, before the nonlinearity in the inner loop (paper: on).
+    :param activation: the nonlinearity f: one of ``relu`` (paper), ``tanh``, ``elu``, ``gelu``, ``identity``.
+    :param compute_path: ``auto``, ``explicit`` or ``attention`` (see the module docstring).
+    :param attention_max_len: longest sequence ``auto`` sends to the attention path (default: H).
+    :param recurrent_init_scale: W starts as this multiple of the identity (0.05, as common
+        reimplementations do; the paper's IRNN baselines start from the identity).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int = 128,
+        decay_rate: float = 0.95,
+        fast_learning_rate: float = 0.5,
+        inner_steps: int = 1,
+        layer_norm: bool = True,
+        activation: str = "relu",
+        compute_path: str = "auto",
+        attention_max_len: int | None = None,
+        recurrent_init_scale: float = 0.05,
+    ) -> None:
+        super().__init__(input_size, hidden_size)
+        if not 0.0 < decay_rate <= 1.0:
+            raise ValueError(f"decay_rate (λ) must be in (0, 1], got {decay_rate!r}")
+        if not fast_learning_rate >= 0.0:
+            raise ValueError(f"fast_learning_rate (η) must be >= 0, got {fast_learning_rate!r}")
+        if compute_path not in COMPUTE_PATHS:
+            raise ValueError(f"compute_path must be one of {COMPUTE_PATHS}, got {compute_path!r}")
+        self.decay_rate = float(decay_rate)
+        self.fast_learning_rate = float(fast_learning_rate)
+        self.inner_steps = check_positive_int("inner_steps", inner_steps)
+        self.activation_name = activation
+        self.activation = activation_by_name(activation)
+        self.compute_path = compute_path
+        self.attention_max_len = check_positive_int(
+            "attention_max_len", hidden_size if attention_max_len is None else attention_max_len
+        )
+
+        H = hidden_size
+        self.input_to_hidden = nn.Linear(input_size, H)  # C x(t) + b
+        self.hidden_to_hidden = nn.Linear(H, H, bias=False)  # W h(t)
+        with th.no_grad():
+            self.hidden_to_hidden.weight.copy_(recurrent_init_scale * th.eye(H))
+        # LayerNorm normalises the last axis of each sample: statistics over hidden units, never the batch.
+        self.layer_norm = nn.LayerNorm(H) if layer_norm else nn.Identity()
+
+        # Packing A by its upper triangle: `triu_index` picks it out of a flattened A, and
+        # `sym_index` rebuilds the full flattened A from it. Derived from H, so not saved.
+        rows, cols = th.triu_indices(H, H)
+        self.register_buffer("triu_index", rows * H + cols, persistent=False)
+        tri_pos = th.empty(H, H, dtype=th.long)
+        tri_pos[rows, cols] = th.arange(rows.numel())
+        tri_pos[cols, rows] = th.arange(rows.numel())
+        self.register_buffer("sym_index", tri_pos.flatten(), persistent=False)
+        self.state_size = H + rows.numel()
+
+        # Diagnostics for TensorBoard, off by default so the hot path stays lean.
+        self.collect_stats = False
+        self.stats: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- state packing
+    def pack(self, h: th.Tensor, fast_weights: th.Tensor) -> th.Tensor:
+        """``h`` ``(B, H)`` and symmetric ``A`` ``(B, H, H)`` -> packed state ``(B, state_size)``."""
+        tri = fast_weights.reshape(h.shape[0], -1)[:, self.triu_index]
+        return th.cat([h, tri], dim=1)
+
+    def unpack(self, state: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Packed state ``(B, state_size)`` -> ``h`` ``(B, H)``, ``A`` ``(B, H, H)``."""
+        H = self.hidden_size
+        h, tri = state[:, :H], state[:, H:]
+        return h, tri[:, self.sym_index].view(-1, H, H)
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """Run a sequence: ``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts``
+        ``(T, B)`` -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
+        if inputs.dim() != 3 or inputs.shape[-1] != self.input_size:
+            raise ValueError(f"inputs must have shape (T, B, {self.input_size}), got {tuple(inputs.shape)}")
+        h, fast_weights = self.unpack(state)
+        # The input term C x(t) + b of every step in one matrix product.
+        input_terms = self.input_to_hidden(inputs)
+        starts = episode_starts.to(inputs.dtype)
+        # One host sync for the whole sequence instead of one per step.
+        any_reset = starts.any(dim=1).tolist()
+        path = self.compute_path
+        if path == "auto":
+            path = "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
+        run = self._run_attention if path == "attention" else self._run_explicit
+        outputs, h, fast_weights = run(input_terms, h, fast_weights, starts, any_reset)
+        if self.collect_stats:
+            self.stats["fast_weights_norm"] = th.linalg.matrix_norm(fast_weights).mean().item()
+        return outputs, self.pack(h, fast_weights)
+
+    def _inner_loop(self, slow: th.Tensor, read: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:
+        """``h_0 = f(slow)``; S times ``h_{s+1} = f(LN(slow + A h_s))``, where ``read(h_s) = A h_s``."""
+        hs = self.activation(slow)
+        for _ in range(self.inner_steps):
+            fast = read(hs)
+            if self.collect_stats:
+                self._fast_slow_ratios.append((fast.norm(dim=-1) / slow.norm(dim=-1).clamp_min(1e-8)).mean())
+            hs = self.activation(self.layer_norm(slow + fast))
+        return hs
+
+    def _start_stats(self) -> None:
+        self._fast_slow_ratios: list[th.Tensor] = []
+
+    def _finish_stats(self) -> None:
+        if self._fast_slow_ratios:
+            self.stats["fast_slow_ratio"] = th.stack(self._fast_slow_ratios).mean().item()
+
+    def _run_explicit(
+        self,
+        input_terms: th.Tensor,
+        h: th.Tensor,
+        fast_weights: th.Tensor,
+        starts: th.Tensor,
+        any_reset: list[bool],
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Step by step with the matrix A ``(B, H, H)``."""
+        self._start_stats()
+        outputs = []
+        for t, slow_input in enumerate(input_terms):
+            if any_reset[t]:
+                keep = reset_mask(starts[t])
+                h, fast_weights = h * keep, fast_weights * keep.unsqueeze(-1)
+            slow = slow_input + self.hidden_to_hidden(h)
+            A = fast_weights  # A(t) is fixed over the inner loop
+
+            h = self._inner_loop(slow, lambda hs, A=A: th.bmm(A, hs.unsqueeze(-1)).squeeze(-1))
+            # Write after the new h: A(t+1) = λ A(t) + η h(t+1) h(t+1)ᵀ.
+            fast_weights = th.baddbmm(
+                fast_weights, h.unsqueeze(-1), h.unsqueeze(-2), beta=self.decay_rate, alpha=self.fast_learning_rate
+            )
+            outputs.append(h)
+        self._finish_stats()
+        return th.stack(outputs), h, fast_weights
+
+    def _run_attention(
+        self,
+        input_terms: th.Tensor,
+        h: th.Tensor,
+        initial_fast_weights: th.Tensor,
+        starts: th.Tensor,
+        any_reset: list[bool],
+    ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """Step by step without forming A: the read is attention over this sequence's hidden states.
+
+        ``weights`` ``(B, τ)`` holds η λ^{t-τ} for each stored hidden state (zeroed before an episode
+        start), ``carry`` ``(B, 1)`` holds λ^{t-t₀} for the memory A₀ carried into the sequence (zeroed
+        likewise).
+        """
+        self._start_stats()
+        batch = h.shape[0]
+        lam, eta = self.decay_rate, self.fast_learning_rate
+        # A carried in from before the sequence is read only if it holds anything.
+        use_carry = bool(initial_fast_weights.abs().amax() > 0) if eta > 0 else False
+        carry = h.new_ones(batch, 1)
+        weights = h.new_zeros(batch, 0)
+        history: list[th.Tensor] = []
+        keys = h.new_zeros(batch, 0, self.hidden_size)
+        outputs = []
+        for t, slow_input in enumerate(input_terms):
+            if any_reset[t]:
+                keep = reset_mask(starts[t])
+                h, carry, weights = h * keep, carry * keep, weights * keep
+            slow = slow_input + self.hidden_to_hidden(h)
+            if history:
+                keys = th.stack(history, dim=1)  # (B, τ, H)
+
+            def read(hs: th.Tensor, keys: th.Tensor = keys, weights: th.Tensor = weights, carry=carry) -> th.Tensor:
+                # η Σ λ^{t-τ} h(τ)⟨h(τ), hs⟩ as two batched products: scores (B, τ), then their weighted sum.
+                scores = th.bmm(keys, hs.unsqueeze(-1)).squeeze(-1) * weights
+                fast = th.bmm(scores.unsqueeze(1), keys).squeeze(1)
+                if use_carry:
+                    fast = fast + carry * th.bmm(initial_fast_weights, hs.unsqueeze(-1)).squeeze(-1)
+                return fast
+
+            h = self._inner_loop(slow, read)
+            # The write, in attention form: older entries decay by λ, the new state enters with weight η.
+            weights = th.cat([weights * lam, weights.new_full((batch, 1), eta)], dim=1)
+            carry = carry * lam
+            history.append(h)
+            outputs.append(h)
+        self._finish_stats()
+        outputs_t = th.stack(outputs)
+        # Final A = λ^{T} A₀ (if carried) + Σ_τ w_τ h(τ) h(τ)ᵀ, needed to continue after the sequence.
+        keys = outputs_t.transpose(0, 1)  # (B, T, H)
+        fast_weights = th.bmm(keys.transpose(1, 2) * weights.unsqueeze(1), keys)
+        if use_carry:
+            fast_weights = fast_weights + carry.unsqueeze(-1) * initial_fast_weights
+        return outputs_t, h, fast_weights
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, decay_rate={self.decay_rate}, fast_learning_rate={self.fast_learning_rate}, "
+            f"inner_steps={self.inner_steps}, activation={self.activation_name}, compute_path={self.compute_path}"
+        )

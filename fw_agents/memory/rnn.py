@@ -1,0 +1,86 @@
+"""Baseline cores with the fast-weights core's interface: LSTM, GRU (torch.nn) and no memory at all.
+
+Comparisons between memories then change only the core: same policy, same heads, same algorithm.
+"""
+
+from __future__ import annotations
+
+import torch as th
+from torch import nn
+
+from fw_agents.memory.base import MemoryCore, check_positive_int, reset_mask
+
+
+class TorchRNNCore(MemoryCore):
+    """A ``torch.nn.LSTM`` or ``torch.nn.GRU`` behind the packed-state interface.
+
+    Packed state: ``(B, n_parts · num_layers · H)``, the LSTM's ``(h, c)`` or the GRU's ``h`` laid out
+    part by part, layer by layer.
+
+    Resets are handled by cutting the sequence at every step where some environment starts an episode
+    and running one fused ``torch.nn`` call per piece, so a batch without resets is a single call.
+    """
+
+    rnn_class: type[nn.LSTM] | type[nn.GRU]
+    n_parts: int
+
+    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 1) -> None:
+        super().__init__(input_size, hidden_size)
+        self.num_layers = check_positive_int("num_layers", num_layers)
+        self.rnn = self.rnn_class(input_size, hidden_size, num_layers=num_layers)
+        self.state_size = self.n_parts * num_layers * hidden_size
+
+    def _unpack(self, state: th.Tensor) -> tuple[th.Tensor, ...]:
+        """``(B, state_size)`` -> ``n_parts`` tensors ``(num_layers, B, H)``, as torch.nn wants them."""
+        parts = state.view(state.shape[0], self.n_parts, self.num_layers, self.hidden_size)
+        return tuple(parts[:, i].transpose(0, 1).contiguous() for i in range(self.n_parts))
+
+    def _pack(self, parts: tuple[th.Tensor, ...]) -> th.Tensor:
+        return th.stack([p.transpose(0, 1) for p in parts], dim=1).reshape(parts[0].shape[1], -1)
+
+    def forward(
+        self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts`` ``(T, B)``
+        -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
+        starts = episode_starts.to(inputs.dtype)
+        reset_times = [t for t, any_start in enumerate(starts.any(dim=1).tolist()) if any_start]
+        cuts = sorted({0, *reset_times, inputs.shape[0]})
+        outputs = []
+        for begin, end in zip(cuts[:-1], cuts[1:], strict=True):
+            state = state * reset_mask(starts[begin])
+            rnn_state = self._unpack(state)
+            out, rnn_state = self.rnn(inputs[begin:end], rnn_state if self.n_parts == 2 else rnn_state[0])
+            state = self._pack(rnn_state if self.n_parts == 2 else (rnn_state,))
+            outputs.append(out)
+        return th.cat(outputs), state
+
+
+class LSTMCore(TorchRNNCore):
+    """``torch.nn.LSTM`` core; packed state ``[h, c]``."""
+
+    rnn_class = nn.LSTM
+    n_parts = 2
+
+
+class GRUCore(TorchRNNCore):
+    """``torch.nn.GRU`` core; packed state ``[h]``."""
+
+    rnn_class = nn.GRU
+    n_parts = 1
+
+
+class NoMemoryCore(MemoryCore):
+    """The memoryless baseline: ``tanh(Linear(x))`` at each step, an empty state (``state_size = 0``)."""
+
+    state_size = 0
+
+    def __init__(self, input_size: int, hidden_size: int = 128) -> None:
+        super().__init__(input_size, hidden_size)
+        self.linear = nn.Linear(input_size, hidden_size)
+
+    def forward(
+        self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """``inputs`` ``(T, B, F)`` -> ``(T, B, H)``; the empty state passes through."""
+        return th.tanh(self.linear(inputs)), state

@@ -1,0 +1,294 @@
+"""Recurrent actor-critic policies that hold any memory core and ride through stock sb3-contrib.
+
+The policies subclass sb3-contrib's :class:`RecurrentActorCriticPolicy` and keep its state protocol, so
+``sb3_contrib.RecurrentPPO`` (and :class:`fw_agents.RecurrentA2C`) train them unmodified:
+
+* a state is ``RNNStates(pi=(s0, s1), vf=(s0, s1))``, each tensor ``(1, batch, slot)``;
+* RecurrentPPO sizes its buffers from ``policy.lstm_actor.num_layers`` and ``.hidden_size``.
+
+How a core's state travels that way: a core's packed state ``(B, D)`` (see :mod:`fw_agents.memory`) is
+padded to an even length and split in two halves, ``s0`` and ``s1``, each ``(1, B, slot)`` with
+``slot = ⌈D/2⌉``; ``lstm_actor`` is a :class:`MemoryStateLayout`, a thin module that reports
+``hidden_size = slot`` and does the splitting. For fast weights ``D = H + H(H+1)/2`` (h and the upper
+triangle of the symmetric A). RecurrentPPO's buffer stores four slots per env-step (actor and critic,
+whether or not the critic has a memory), so it holds ``2·D·4`` bytes per env-step: 17 KB at H=64,
+67 KB at H=128, 264 KB at H=256.
+
+Everything else — heads, distributions, ``forward``, ``evaluate_actions``, ``predict`` — is
+sb3-contrib's code, unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from fw_agents.memory import FastWeightsRNN, GRUCore, MemoryCore, NoMemoryCore
+from fw_agents.memory.base import check_positive_int
+
+
+class MemoryStateLayout(nn.Module):
+    """Presents a :class:`MemoryCore` as the LSTM-shaped module sb3-contrib's code expects.
+
+    :param core: the memory core.
+
+    ``input_size``, ``num_layers`` (1) and ``hidden_size`` (the slot size, not H) are what RecurrentPPO
+    reads to size its states and buffer.
+    """
+
+    num_layers = 1
+
+    def __init__(self, core: MemoryCore) -> None:
+        super().__init__()
+        self.core = core
+        self.input_size = core.input_size
+        self.hidden_size = (core.state_size + 1) // 2
+
+    def to_slots(self, state: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """Packed ``(B, D)`` -> two ``(1, B, slot)`` tensors."""
+        padded = nn.functional.pad(state, (0, 2 * self.hidden_size - state.shape[1])).unsqueeze(0)
+        return padded[..., : self.hidden_size].contiguous(), padded[..., self.hidden_size :].contiguous()
+
+    def from_slots(self, slots: tuple[th.Tensor, ...]) -> th.Tensor:
+        """Two ``(1, B, slot)`` tensors -> packed ``(B, D)``."""
+        return th.cat([slots[0][0], slots[1][0]], dim=1)[:, : self.core.state_size]
+
+    def forward(
+        self, features: th.Tensor, slots: tuple[th.Tensor, ...], episode_starts: th.Tensor
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+        """sb3-contrib's sequence layout in and out.
+
+        :param features: ``(n_seq · T, F)``, sequence by sequence (T = 1 while collecting rollouts).
+        :param slots: the state at each sequence's start, two ``(1, n_seq, slot)`` tensors.
+        :param episode_starts: ``(n_seq · T,)``.
+        :return: outputs ``(n_seq · T, H)`` and the state after the last step, as slots.
+        """
+        n_seq = slots[0].shape[1]
+        inputs = features.reshape(n_seq, -1, self.input_size).transpose(0, 1)  # (T, n_seq, F)
+        starts = episode_starts.reshape(n_seq, -1).transpose(0, 1)  # (T, n_seq)
+        outputs, state = self.core(inputs, self.from_slots(slots), starts)
+        return outputs.transpose(0, 1).reshape(-1, self.core.hidden_size), self.to_slots(state)
+
+
+class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
+    """Recurrent actor-critic policy around any :class:`MemoryCore` (set by subclasses as ``core_class``).
+
+    Takes every argument of SB3's ``ActorCriticPolicy`` and these, mirroring sb3-contrib's LSTM options:
+
+    :param hidden_size: H, units of the memory (sb3-contrib: ``lstm_hidden_size``).
+    :param shared_memory: actor and critic share one memory; the critic's gradient does not flow into it
+        (sb3-contrib: ``shared_lstm``). Needs ``share_features_extractor=True``.
+    :param enable_critic_memory: the critic has a memory of its own (sb3-contrib: ``enable_critic_lstm``).
+        With neither option, the critic is feed-forward.
+    :param memory_kwargs: options of the core, e.g. ``decay_rate`` or ``inner_steps`` for fast weights.
+    """
+
+    core_class: ClassVar[type[MemoryCore]]
+    default_features_extractor_class: ClassVar[type[BaseFeaturesExtractor]] = FlattenExtractor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = True,
+        use_sde: bool = False,
+        log_std_init: float = 0.0,
+        full_std: bool = True,
+        use_expln: bool = False,
+        squash_output: bool = False,
+        features_extractor_class: type[BaseFeaturesExtractor] | None = None,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        share_features_extractor: bool = True,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        hidden_size: int = 128,
+        shared_memory: bool = False,
+        enable_critic_memory: bool = True,
+        **memory_kwargs: Any,
+    ) -> None:
+        check_positive_int("hidden_size", hidden_size)
+        if shared_memory and enable_critic_memory:
+            raise ValueError("shared_memory=True needs enable_critic_memory=False: choose one memory for the critic")
+        if shared_memory and not share_features_extractor:
+            raise ValueError("shared_memory=True needs share_features_extractor=True")
+        self._check_memory_kwargs(memory_kwargs)
+        self.lstm_output_dim = hidden_size  # read by sb3-contrib's _build_mlp_extractor
+        # sb3-contrib's __init__ would build nn.LSTMs we do not use; build the SB3 parts directly instead.
+        ActorCriticPolicy.__init__(
+            self,
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch,
+            activation_fn,
+            ortho_init,
+            use_sde,
+            log_std_init,
+            full_std,
+            use_expln,
+            squash_output,
+            features_extractor_class or self.default_features_extractor_class,
+            features_extractor_kwargs,
+            share_features_extractor,
+            normalize_images,
+            optimizer_class,
+            optimizer_kwargs,
+        )
+        self.hidden_size = hidden_size
+        self.memory_kwargs = memory_kwargs
+        # sb3-contrib's forward/evaluate_actions/predict_values read these three names.
+        self.shared_lstm = shared_memory
+        self.enable_critic_lstm = enable_critic_memory
+        self.lstm_kwargs: dict[str, Any] = {}
+        self.lstm_actor = self._make_memory()
+        self.lstm_critic = self._make_memory() if enable_critic_memory else None
+        self.critic = nn.Linear(self.features_dim, hidden_size) if not (shared_memory or enable_critic_memory) else None
+        # (n_layers, 1, slot): what predict() uses to build a zero state.
+        self.lstm_hidden_state_shape = (1, 1, self.lstm_actor.hidden_size)
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    @classmethod
+    def _check_memory_kwargs(cls, memory_kwargs: dict[str, Any]) -> None:
+        allowed = [p for p in inspect.signature(cls.core_class).parameters if p not in ("input_size", "hidden_size")]
+        unknown = sorted(set(memory_kwargs) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown keyword argument(s) {unknown} for {cls.__name__}; its memory ({cls.core_class.__name__}) "
+                f"takes {allowed or 'none'}, besides SB3's policy arguments and hidden_size, shared_memory, "
+                "enable_critic_memory"
+            )
+
+    def _make_memory(self) -> MemoryStateLayout:
+        return MemoryStateLayout(self.core_class(self.features_dim, self.hidden_size, **self.memory_kwargs))
+
+    @staticmethod
+    def _process_sequence(
+        features: th.Tensor,
+        lstm_states: tuple[th.Tensor, th.Tensor],
+        episode_starts: th.Tensor,
+        lstm: MemoryStateLayout,  # type: ignore[override]
+    ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
+        """Replaces sb3-contrib's LSTM loop: the core handles resets (and whole sequences) itself."""
+        return lstm(features, lstm_states, episode_starts)
+
+    def memory_cores(self) -> list[MemoryCore]:
+        """The cores this policy holds (one, or two with a critic memory)."""
+        return [m.core for m in (self.lstm_actor, self.lstm_critic) if m is not None]
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        # Upstream saves none of the recurrent options, so a standalone policy.save()/load() would lose them.
+        data = super()._get_constructor_parameters()
+        data.update(
+            share_features_extractor=self.share_features_extractor,
+            hidden_size=self.hidden_size,
+            shared_memory=self.shared_lstm,
+            enable_critic_memory=self.enable_critic_lstm,
+            **self.memory_kwargs,
+        )
+        return data
+
+
+class FastWeightsActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
+    """Fast-weights policy for vector observations. Memory options: see :class:`FastWeightsRNN`
+    (``decay_rate``, ``fast_learning_rate``, ``inner_steps``, ``layer_norm``, ``activation``, ``compute_path``…)."""
+
+    core_class = FastWeightsRNN
+
+
+class FastWeightsActorCriticCnnPolicy(FastWeightsActorCriticPolicy):
+    """Fast-weights policy for image observations (NatureCNN features by default)."""
+
+    default_features_extractor_class = NatureCNN
+
+
+class FastWeightsMultiInputActorCriticPolicy(FastWeightsActorCriticPolicy):
+    """Fast-weights policy for Dict observations (CombinedExtractor features by default)."""
+
+    default_features_extractor_class = CombinedExtractor
+
+
+class GRUActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
+    """GRU policy for vector observations. Memory option: ``num_layers``."""
+
+    core_class = GRUCore
+
+
+class GRUActorCriticCnnPolicy(GRUActorCriticPolicy):
+    """GRU policy for image observations."""
+
+    default_features_extractor_class = NatureCNN
+
+
+class GRUMultiInputActorCriticPolicy(GRUActorCriticPolicy):
+    """GRU policy for Dict observations."""
+
+    default_features_extractor_class = CombinedExtractor
+
+
+class NoMemoryActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
+    """Memoryless baseline with the same layout as the recurrent policies (its core is a tanh layer)."""
+
+    core_class = NoMemoryCore
+
+
+class NoMemoryActorCriticCnnPolicy(NoMemoryActorCriticPolicy):
+    """Memoryless baseline for image observations."""
+
+    default_features_extractor_class = NatureCNN
+
+
+class NoMemoryMultiInputActorCriticPolicy(NoMemoryActorCriticPolicy):
+    """Memoryless baseline for Dict observations."""
+
+    default_features_extractor_class = CombinedExtractor
+
+
+POLICY_ALIASES: dict[str, type[RecurrentMemoryActorCriticPolicy]] = {
+    "MlpFastWeightsPolicy": FastWeightsActorCriticPolicy,
+    "CnnFastWeightsPolicy": FastWeightsActorCriticCnnPolicy,
+    "MultiInputFastWeightsPolicy": FastWeightsMultiInputActorCriticPolicy,
+    "MlpGruPolicy": GRUActorCriticPolicy,
+    "CnnGruPolicy": GRUActorCriticCnnPolicy,
+    "MultiInputGruPolicy": GRUMultiInputActorCriticPolicy,
+    "MlpNoMemoryPolicy": NoMemoryActorCriticPolicy,
+    "CnnNoMemoryPolicy": NoMemoryActorCriticCnnPolicy,
+    "MultiInputNoMemoryPolicy": NoMemoryMultiInputActorCriticPolicy,
+}
+
+
+def register_policy_aliases(*algorithm_classes: type) -> None:
+    """Make the string aliases (``"MlpFastWeightsPolicy"``, …) usable with other algorithms.
+
+    An explicit call, not an import side effect: it writes into another library's class-level dict
+    (``policy_aliases`` is shared by every user of that class), which a plain ``import fw_agents`` should
+    not do behind anyone's back. Passing the policy class itself works without registering anything, and
+    saved models load without it (the zip refers to the class). :class:`fw_agents.RecurrentA2C` knows the
+    aliases already.
+
+    :param algorithm_classes: algorithms to extend; default ``sb3_contrib.RecurrentPPO``.
+    :raises ValueError: if an alias already names a different policy there.
+    """
+    if not algorithm_classes:
+        from sb3_contrib import RecurrentPPO
+
+        algorithm_classes = (RecurrentPPO,)
+    for algorithm in algorithm_classes:
+        # Copy first, so a subclass that inherits its parent's dict does not write into the parent's.
+        aliases = dict(algorithm.policy_aliases)
+        for name, policy in POLICY_ALIASES.items():
+            if aliases.get(name, policy) is not policy:
+                raise ValueError(f"{algorithm.__name__}.policy_aliases[{name!r}] is already {aliases[name]!r}")
+            aliases[name] = policy
+        algorithm.policy_aliases = aliases
