@@ -1,39 +1,100 @@
 """Memory environments for fw-agents, registered with Gymnasium under the ``fw_agents`` namespace.
 
-``import envs`` registers every id below; then ``gymnasium.make("fw_agents/<Name>-v<k>")`` works.
+``import envs`` registers every id in :data:`SPECS`; then ``gymnasium.make("fw_agents/<Name>")`` works.
 See ``envs/README.md`` for the table of ids, observations, rewards and chance / optimal returns.
+
+Modules: ``cartpole`` (CartPole without velocities), ``catch`` (partially observable Catch),
+``associative_retrieval``, ``tmaze`` (passive / active T-maze), ``minigrid_memory`` (MiniGrid memory tasks
+with SB3-ready observations); ``base`` / ``rendering`` / ``validation`` hold what they share.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 
+from envs.associative_retrieval import AssociativeRetrievalEnv
 from envs.cartpole import CartPoleNoVelEnv
+from envs.catch import CatchEnv
+from envs.minigrid_memory import (
+    DEFAULT_ENV_ID,
+    DEFAULT_VIEW_SIZE,
+    MINIGRID_MEMORY_IDS,
+    SymbolicObsWrapper,
+    make_minigrid_env,
+)
+from envs.tmaze import TMazeEnv
 
 #: Gymnasium namespace of every id registered here.
 NAMESPACE = "fw_agents"
 
-#: (name, entry point, kwargs, max_episode_steps) for every registered id; one table, one loop.
-_SPECS: list[tuple[str, str, dict[str, Any], int | None]] = [
-    ("CartPoleNoVel-v1", "envs.cartpole:CartPoleNoVelEnv", {}, 500),
-]
+
+class EnvSpec(NamedTuple):
+    """One registered id: name inside the namespace, entry point, constructor kwargs, TimeLimit (or None)."""
+
+    name: str
+    entry_point: str
+    kwargs: dict[str, Any]
+    max_episode_steps: int | None = None
+
+
+#: Every registered id; one table, one registration loop. Envs other than CartPole end their episodes
+#: themselves (their horizon is part of the task), so they get no TimeLimit.
+SPECS: tuple[EnvSpec, ...] = (
+    EnvSpec("CartPoleNoVel-v1", "envs.cartpole:CartPoleNoVelEnv", {}, 500),
+    EnvSpec("Catch-N16-M3-v0", "envs.catch:CatchEnv", {"size": 16, "visible_frames": 3}),
+    EnvSpec("Catch-N24-M5-v0", "envs.catch:CatchEnv", {"size": 24, "visible_frames": 5}),
+    EnvSpec("Catch-N16-Full-v0", "envs.catch:CatchEnv", {"size": 16, "visible_frames": 16}),
+    EnvSpec("Catch-N24-Full-v0", "envs.catch:CatchEnv", {"size": 24, "visible_frames": 24}),
+    EnvSpec("AssociativeRetrieval-K4-v0", "envs.associative_retrieval:AssociativeRetrievalEnv", {"num_pairs": 4}),
+    EnvSpec("AssociativeRetrieval-K8-v0", "envs.associative_retrieval:AssociativeRetrievalEnv", {"num_pairs": 8}),
+    *(
+        EnvSpec(
+            f"TMaze{variant.title()}-L{length}-v0",
+            "envs.tmaze:TMazeEnv",
+            {"corridor_length": length, "variant": variant},
+        )
+        for variant in ("passive", "active")
+        for length in (10, 50)
+    ),
+    # MiniGrid's names, in our namespace, with our 3x3 view.
+    *(
+        EnvSpec(env_id, "envs.minigrid_memory:make_minigrid_env", {"env_id": env_id, "view_size": DEFAULT_VIEW_SIZE})
+        for env_id in MINIGRID_MEMORY_IDS
+    ),
+)
 
 
 def _register_all() -> None:
-    for name, entry_point, kwargs, max_steps in _SPECS:
-        env_id = f"{NAMESPACE}/{name}"
+    for spec in SPECS:
+        env_id = f"{NAMESPACE}/{spec.name}"
         if env_id in gym.registry:  # re-import (e.g. importlib.reload) must not warn or fail
             continue
-        gym.register(id=env_id, entry_point=entry_point, kwargs=kwargs, max_episode_steps=max_steps)
+        gym.register(
+            id=env_id, entry_point=spec.entry_point, kwargs=spec.kwargs, max_episode_steps=spec.max_episode_steps
+        )
 
 
 def registered_ids() -> list[str]:
     """All ids this package registers, in table order."""
-    return [f"{NAMESPACE}/{name}" for name, *_ in _SPECS]
+    return [f"{NAMESPACE}/{spec.name}" for spec in SPECS]
 
 
 _register_all()
 
-__all__ = ["NAMESPACE", "CartPoleNoVelEnv", "registered_ids"]
+__all__ = [
+    "DEFAULT_ENV_ID",
+    "DEFAULT_VIEW_SIZE",
+    "MINIGRID_MEMORY_IDS",
+    "NAMESPACE",
+    "SPECS",
+    "AssociativeRetrievalEnv",
+    "CartPoleNoVelEnv",
+    "CatchEnv",
+    "EnvSpec",
+    "SymbolicObsWrapper",
+    "TMazeEnv",
+    "make_minigrid_env",
+    "registered_ids",
+]
