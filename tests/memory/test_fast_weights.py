@@ -1,0 +1,246 @@
+"""FastWeightsRNN against the paper's equations, written out plainly here, one environment at a time."""
+
+import pytest
+import torch as th
+
+from fw_agents.memory import FastWeightsRNN
+
+F_IN, H = 5, 12
+
+
+def reference_run(core: FastWeightsRNN, inputs, h, A, starts):
+    """The paper's equations for ONE environment with plain vectors and matrices, no batching tricks.
+
+    inputs (T, F), h (H,), A (H, H), starts (T,) -> outputs (T, H), h, A.
+    """
+    W = core.hidden_to_hidden.weight
+    C, b = core.input_to_hidden.weight, core.input_to_hidden.bias
+    lam, eta = core.decay_rate, core.fast_learning_rate
+    outputs = []
+    for t in range(inputs.shape[0]):
+        if starts[t]:
+            h, A = th.zeros_like(h), th.zeros_like(A)
+        z = W @ h + C @ inputs[t] + b
+        hs = th.relu(z)  # h_0(t+1): slow weights only
+        for _ in range(core.inner_steps):
+            u = z + A @ hs
+            if isinstance(core.layer_norm, th.nn.LayerNorm):
+                # Layer norm over the hidden units of this one sample (biased variance, as in the paper's LN).
+                u = (u - u.mean()) / th.sqrt(u.var(unbiased=False) + core.layer_norm.eps)
+                u = u * core.layer_norm.weight + core.layer_norm.bias
+            hs = th.relu(u)
+        h = hs
+        A = lam * A + eta * th.outer(h, h)  # A(t+1) contains h(t+1)
+        outputs.append(h)
+    return th.stack(outputs), h, A
+
+
+def make_core(path="explicit", **kwargs) -> FastWeightsRNN:
+    th.manual_seed(0)
+    core = FastWeightsRNN(F_IN, H, compute_path=path, **kwargs).double()
+    with th.no_grad():  # non-trivial LN gain/bias and W, so a test cannot pass by symmetry
+        core.hidden_to_hidden.weight.add_(0.1 * th.randn(H, H, dtype=th.float64))
+        if isinstance(core.layer_norm, th.nn.LayerNorm):
+            core.layer_norm.weight.add_(0.3 * th.randn(H, dtype=th.float64))
+            core.layer_norm.bias.add_(0.3 * th.randn(H, dtype=th.float64))
+    return core
+
+
+def random_state(core, batch, scale=0.3):
+    h = scale * th.rand(batch, H, dtype=th.float64)
+    M = scale * th.randn(batch, H, H, dtype=th.float64)
+    return core.pack(h, M + M.transpose(1, 2))
+
+
+@pytest.mark.parametrize("path", ["explicit", "attention"])
+@pytest.mark.parametrize("inner_steps", [1, 3])
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_matches_paper_equations(path, inner_steps, layer_norm):
+    core = make_core(path, inner_steps=inner_steps, layer_norm=layer_norm, decay_rate=0.9, fast_learning_rate=0.4)
+    T, B = 9, 3
+    # Without layer norm the fast term grows like |h|³ per step: keep the scale small so nothing overflows.
+    scale = 1.0 if layer_norm else 0.1
+    x = scale * th.randn(T, B, F_IN, dtype=th.float64)
+    starts = th.zeros(T, B, dtype=th.float64)
+    starts[4, 1] = 1.0
+    starts[0, 2] = 1.0
+    state = random_state(core, B, scale=0.3 * scale)
+    with th.no_grad():
+        core.input_to_hidden.weight.mul_(scale)
+        core.input_to_hidden.bias.mul_(scale)
+    out, new_state = core(x, state, starts)
+    h0, A0 = core.unpack(state)
+    h_end, A_end = core.unpack(new_state)
+    for b in range(B):
+        ref_out, ref_h, ref_A = reference_run(core, x[:, b], h0[b], A0[b], starts[:, b])
+        th.testing.assert_close(out[:, b], ref_out)
+        th.testing.assert_close(h_end[b], ref_h)
+        th.testing.assert_close(A_end[b], ref_A)
+
+
+def test_write_ordering_first_step_reads_only_the_carried_memory():
+    """From zero state, step 1 has A = 0 (h_1 = f(LN(Cx+b))), and step 2 must read A = η h_1 h_1ᵀ."""
+    core = make_core(fast_learning_rate=0.5, decay_rate=0.95)
+    x = th.randn(2, 1, F_IN, dtype=th.float64)
+    out, state = core(x, core.initial_state(1).double(), th.zeros(2, 1, dtype=th.float64))
+    _, A = core.unpack(state)
+    h1, h2 = out[0, 0], out[1, 0]
+    th.testing.assert_close(A[0], 0.95 * 0.5 * th.outer(h1, h1) + 0.5 * th.outer(h2, h2))
+    # Writing h_0(t+1) or h(t-1) instead (an off-by-one) would change step 2: check the read uses h_1.
+    ref, _, _ = reference_run(core, x[:, 0], th.zeros(H, dtype=th.float64), th.zeros(H, H, dtype=th.float64), [0, 0])
+    th.testing.assert_close(out[:, 0], ref)
+
+
+def test_fast_weights_are_read():
+    """η changes the outputs from the second step on: A is written AND read."""
+    x = th.randn(6, 2, F_IN, dtype=th.float64)
+    starts = th.zeros(6, 2, dtype=th.float64)
+    outs = []
+    for eta in (0.0, 0.5):
+        core = make_core(fast_learning_rate=eta)
+        outs.append(core(x, core.initial_state(2).double(), starts)[0])
+    th.testing.assert_close(outs[0][0], outs[1][0])
+    assert (outs[0][1:] - outs[1][1:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_paths_agree_with_carried_memory_and_resets(inner_steps):
+    explicit = make_core("explicit", inner_steps=inner_steps)
+    attention = make_core("attention", inner_steps=inner_steps)
+    T, B = 20, 4
+    x = th.randn(T, B, F_IN, dtype=th.float64)
+    starts = (th.rand(T, B) < 0.15).double()
+    state = random_state(explicit, B)
+    out_e, state_e = explicit(x, state, starts)
+    out_a, state_a = attention(x, state, starts)
+    th.testing.assert_close(out_e, out_a)
+    th.testing.assert_close(state_e, state_a)
+    # and the gradients agree too
+    g_e = th.autograd.grad(out_e.square().sum(), explicit.hidden_to_hidden.weight)[0]
+    g_a = th.autograd.grad(out_a.square().sum(), attention.hidden_to_hidden.weight)[0]
+    th.testing.assert_close(g_e, g_a)
+
+
+@pytest.mark.parametrize("path", ["explicit", "attention"])
+def test_reset_at_k_equals_fresh_sequence_from_k(path):
+    core = make_core(path)
+    T, B, k = 12, 2, 5
+    x = th.randn(T, B, F_IN, dtype=th.float64)
+    starts = th.zeros(T, B, dtype=th.float64)
+    starts[k] = 1.0
+    out, state = core(x, random_state(core, B), starts)
+    fresh_out, fresh_state = core(x[k:], core.initial_state(B).double(), th.zeros(T - k, B, dtype=th.float64))
+    th.testing.assert_close(out[k:], fresh_out)
+    th.testing.assert_close(state, fresh_state)
+
+
+@pytest.mark.parametrize("path", ["explicit", "attention"])
+def test_gradient_flows_through_fast_weights_to_earlier_steps(path):
+    """With W = 0 and η > 0, step 0's input reaches the last output only through A."""
+    core = make_core(path)
+    with th.no_grad():
+        core.hidden_to_hidden.weight.zero_()
+    x = th.randn(4, 1, F_IN, dtype=th.float64, requires_grad=True)
+    out, _ = core(x, core.initial_state(1).double(), th.zeros(4, 1, dtype=th.float64))
+    (grad,) = th.autograd.grad(out[-1].sum(), x)
+    assert grad[0].abs().sum() > 0
+    core.fast_learning_rate = 0.0  # no fast weights: no path left
+    out, _ = core(x, core.initial_state(1).double(), th.zeros(4, 1, dtype=th.float64))
+    (grad,) = th.autograd.grad(out[-1].sum(), x)
+    assert grad[0].abs().sum() == 0
+
+
+@pytest.mark.parametrize("path", ["explicit", "attention"])
+def test_environments_are_independent(path):
+    """Changing env 0's inputs never changes env 1's outputs: no batch statistics, no shared A."""
+    core = make_core(path)
+    x = th.randn(7, 3, F_IN, dtype=th.float64)
+    starts = th.zeros(7, 3, dtype=th.float64)
+    state = random_state(core, 3)
+    out, new_state = core(x, state, starts)
+    x2 = x.clone()
+    x2[:, 0] = 10 * th.randn(7, F_IN, dtype=th.float64)
+    out2, new_state2 = core(x2, state, starts)
+    assert (out[:, 0] - out2[:, 0]).abs().max() > 1e-3
+    th.testing.assert_close(out[:, 1:], out2[:, 1:])
+    th.testing.assert_close(new_state[1:], new_state2[1:])
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_any_batch_size(batch):
+    core = FastWeightsRNN(F_IN, H)
+    out, state = core.step(th.randn(batch, F_IN), core.initial_state(batch), th.zeros(batch))
+    assert out.shape == (batch, H) and state.shape == (batch, core.state_size)
+
+
+def saved_bytes_for_backward(core, T, B):
+    """Bytes autograd keeps for the backward pass of one sequence (each storage counted once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    x = th.randn(T, B, F_IN)
+    state = core.initial_state(B)
+    state[:, :H] = 0.1  # nonzero carried memory
+    with th.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        core(x, state, th.zeros(T, B))
+    return sum(storages.values())
+
+
+def test_attention_path_does_not_keep_every_fast_weight_matrix():
+    T, B, hidden = 32, 4, 64
+    explicit = FastWeightsRNN(F_IN, hidden, compute_path="explicit")
+    attention = FastWeightsRNN(F_IN, hidden, compute_path="attention")
+    every_A = T * B * hidden * hidden * 4
+    assert saved_bytes_for_backward(explicit, T, B) > every_A  # the known cost of the explicit path
+    # The attention path keeps the growing key stacks, about T²·B·H/2 floats, and A₀ once.
+    assert saved_bytes_for_backward(attention, T, B) < every_A / 2
+
+
+def test_pack_unpack_roundtrip_and_state_size():
+    core = FastWeightsRNN(F_IN, H)
+    assert core.state_size == H + H * (H + 1) // 2
+    state = random_state(core.double(), 2)
+    h, A = core.unpack(state)
+    th.testing.assert_close(A, A.transpose(1, 2))
+    th.testing.assert_close(core.pack(h, A), state)
+
+
+def test_stats_are_collected_only_when_asked():
+    core = FastWeightsRNN(F_IN, H)
+    x, starts = th.randn(3, 2, F_IN), th.zeros(3, 2)
+    core(x, core.initial_state(2), starts)
+    assert core.stats == {}
+    core.collect_stats = True
+    core(x, core.initial_state(2), starts)
+    assert core.stats["fast_weights_norm"] > 0 and core.stats["fast_slow_ratio"] > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "names"),
+    [
+        ({"decay_rate": 0.0}, "decay_rate"),
+        ({"decay_rate": 1.5}, "decay_rate"),
+        ({"fast_learning_rate": -0.1}, "fast_learning_rate"),
+        ({"inner_steps": 0}, "inner_steps"),
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"input_size": 0}, "input_size"),
+        ({"activation": "swish"}, "activation"),
+        ({"compute_path": "fast"}, "compute_path"),
+    ],
+)
+def test_invalid_settings_raise_value_error(kwargs, names):
+    args = {"input_size": F_IN, "hidden_size": H, **kwargs}
+    with pytest.raises(ValueError, match=names):
+        FastWeightsRNN(**args)
+
+
+def test_auto_path_choice():
+    core = make_core("auto")
+    assert core.attention_max_len == H
+    x = th.randn(4, 2, F_IN, dtype=th.float64)
+    reference = make_core("explicit")
+    state = random_state(core, 2)
+    th.testing.assert_close(core(x, state, th.zeros(4, 2))[0], reference(x, state, th.zeros(4, 2))[0])
