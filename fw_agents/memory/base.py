@@ -45,9 +45,7 @@ class MemoryCore(nn.Module, ABC):
         return th.zeros(batch_size, self.state_size, device=device)
 
     @abstractmethod
-    def forward(
-        self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor]:
+    def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Run a sequence.
 
         :param inputs: ``(T, B, F)`` features.

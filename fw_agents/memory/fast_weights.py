@@ -135,9 +135,7 @@ class FastWeightsRNN(MemoryCore):
         return h, tri[:, self.sym_index].view(-1, H, H)
 
     # ----------------------------------------------------------------- forward
-    def forward(
-        self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor]:
+    def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Run a sequence: ``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts``
         ``(T, B)`` -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
         if inputs.dim() != 3 or inputs.shape[-1] != self.input_size:

@@ -38,9 +38,7 @@ class TorchRNNCore(MemoryCore):
     def _pack(self, parts: tuple[th.Tensor, ...]) -> th.Tensor:
         return th.stack([p.transpose(0, 1) for p in parts], dim=1).reshape(parts[0].shape[1], -1)
 
-    def forward(
-        self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor]:
+    def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts`` ``(T, B)``
         -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
         starts = episode_starts.to(inputs.dtype)
@@ -79,8 +77,6 @@ class NoMemoryCore(MemoryCore):
         super().__init__(input_size, hidden_size)
         self.linear = nn.Linear(input_size, hidden_size)
 
-    def forward(
-        self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor
-    ) -> tuple[th.Tensor, th.Tensor]:
+    def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``inputs`` ``(T, B, F)`` -> ``(T, B, H)``; the empty state passes through."""
         return th.tanh(self.linear(inputs)), state
