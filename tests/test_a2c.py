@@ -21,8 +21,10 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from fw_agents.a2c import RecurrentA2C
+from fw_agents.policies import POLICY_ALIASES
 
-SMALL = dict(lstm_hidden_size=16, net_arch=[16])
+SMALL = dict(lstm_hidden_size=16, net_arch=[16])  # sb3-contrib LSTM policies
+FW_SMALL = dict(hidden_size=8, net_arch=[16])  # fw-agents policies
 
 
 class CueEnv(gym.Env):
@@ -97,20 +99,28 @@ def predict_loop(model: RecurrentA2C, env, n: int = 20, deterministic: bool = Tr
 
 
 # ---------------------------------------------------------------------------------------------- policies
-# (policy, policy_kwargs) for the policy classes RecurrentA2C must train; fw-agents' own policies are added
-# when fw_agents.policies exists.
+# (policy, policy_kwargs) for the policy classes RecurrentA2C must train: sb3-contrib's and fw-agents'.
+LSTM_SHARED = ("MlpLstmPolicy", dict(SMALL, shared_lstm=True, enable_critic_lstm=False))
+FW_SHARED = ("MlpFastWeightsPolicy", dict(FW_SMALL, shared_memory=True, enable_critic_memory=False))
 POLICIES: list[tuple[str | type, dict[str, Any]]] = [
     ("MlpLstmPolicy", SMALL),
-    ("MlpLstmPolicy", dict(SMALL, shared_lstm=True, enable_critic_lstm=False)),
+    LSTM_SHARED,
     ("MlpLstmPolicy", dict(SMALL, enable_critic_lstm=False)),  # feed-forward critic
     ("MlpLstmPolicy", dict(SMALL, n_lstm_layers=2)),
+    ("MlpFastWeightsPolicy", FW_SMALL),
+    FW_SHARED,
+    ("MlpFastWeightsPolicy", dict(FW_SMALL, enable_critic_memory=False)),
+    ("MlpFastWeightsPolicy", dict(FW_SMALL, compute_path="explicit")),
+    ("MlpFastWeightsPolicy", dict(FW_SMALL, compute_path="attention")),
+    ("MlpGruPolicy", FW_SMALL),
+    ("MlpNoMemoryPolicy", FW_SMALL),
 ]
 
 
 def policy_id(case: tuple[str | type, dict[str, Any]]) -> str:
     policy, kwargs = case
     name = policy if isinstance(policy, str) else policy.__name__
-    extra = ",".join(f"{k}={v}" for k, v in kwargs.items() if k not in SMALL)
+    extra = ",".join(f"{k}={v}" for k, v in kwargs.items() if k not in SMALL and k not in FW_SMALL)
     return f"{name}[{extra}]" if extra else name
 
 
@@ -135,36 +145,50 @@ def test_defaults_match_sb3_a2c() -> None:
 
 def test_policy_aliases_and_rejects_feedforward_policy() -> None:
     assert {"MlpLstmPolicy", "CnnLstmPolicy", "MultiInputLstmPolicy"} <= set(RecurrentA2C.policy_aliases)
+    assert all(RecurrentA2C.policy_aliases[name] is policy for name, policy in POLICY_ALIASES.items())
     with pytest.raises(ValueError):
         RecurrentA2C(ActorCriticPolicy, cue_env())
     with pytest.raises(ValueError):
         RecurrentA2C("MlpPolicy", cue_env())
 
 
-SPACE_CASES = [
-    ("MlpLstmPolicy", lambda: make_vec_env("CartPole-v1", n_envs=2, seed=0), {}),
-    ("MlpLstmPolicy", lambda: make_vec_env("Pendulum-v1", n_envs=2, seed=0), {}),
-    ("MlpLstmPolicy", lambda: make_vec_env("Pendulum-v1", n_envs=2, seed=0), dict(use_sde=True, sde_sample_freq=4)),
+CNN = {"features_dim": 16}
+SPACE_CASES = [  # (id, policy, env factory, RecurrentA2C kwargs)
+    ("cartpole", "MlpLstmPolicy", lambda: make_vec_env("CartPole-v1", n_envs=2, seed=0), {}),
+    ("pendulum", "MlpLstmPolicy", lambda: make_vec_env("Pendulum-v1", n_envs=2, seed=0), {}),
+    ("pendulum-sde", "MlpLstmPolicy", lambda: make_vec_env("Pendulum-v1", n_envs=2, seed=0), dict(use_sde=True)),
     (
+        "image",
         "CnnLstmPolicy",
         lambda: cue_env("image"),
-        dict(policy_kwargs=dict(SMALL, features_extractor_kwargs={"features_dim": 16})),
+        dict(policy_kwargs=dict(SMALL, features_extractor_kwargs=CNN)),
     ),
-    ("MultiInputLstmPolicy", lambda: cue_env("dict"), {}),
-    ("MlpLstmPolicy", lambda: cue_env("vec", "multidiscrete"), {}),
-    ("MlpLstmPolicy", lambda: cue_env("vec", "multibinary"), {}),
-    ("MlpLstmPolicy", lambda: cue_env("vec", "box"), {}),
+    ("dict", "MultiInputLstmPolicy", lambda: cue_env("dict"), {}),
+    ("multidiscrete", "MlpLstmPolicy", lambda: cue_env("vec", "multidiscrete"), {}),
+    ("multibinary", "MlpLstmPolicy", lambda: cue_env("vec", "multibinary"), {}),
+    ("box", "MlpLstmPolicy", lambda: cue_env("vec", "box"), {}),
+    ("pendulum-fw", "MlpFastWeightsPolicy", lambda: make_vec_env("Pendulum-v1", n_envs=2, seed=0), {}),
+    *[
+        (
+            f"image-{kind}",
+            f"Cnn{kind}Policy",
+            lambda: cue_env("image"),
+            dict(policy_kwargs=dict(FW_SMALL, features_extractor_kwargs=CNN)),
+        )
+        for kind in ("FastWeights", "Gru", "NoMemory")
+    ],
+    *[
+        (f"dict-{kind}", f"MultiInput{kind}Policy", lambda: cue_env("dict"), {})
+        for kind in ("FastWeights", "Gru", "NoMemory")
+    ],
 ]
 
 
-@pytest.mark.parametrize(
-    "policy,make_env,kwargs",
-    SPACE_CASES,
-    ids=["cartpole", "pendulum", "pendulum-sde", "image", "dict", "multidiscrete", "multibinary", "box"],
-)
+@pytest.mark.parametrize("policy,make_env,kwargs", [case[1:] for case in SPACE_CASES], ids=[c[0] for c in SPACE_CASES])
 def test_trains_on_each_space(policy: str, make_env, kwargs: dict) -> None:
     env = make_env()
-    kwargs = dict(dict(policy_kwargs=SMALL, n_steps=8, seed=0), **kwargs)
+    small = SMALL if "Lstm" in policy else FW_SMALL
+    kwargs = dict(dict(policy_kwargs=small, n_steps=8, seed=0), **kwargs)
     model = RecurrentA2C(policy, env, **kwargs)
     before = params(model)
     model.learn(160)
@@ -200,7 +224,7 @@ class RolloutEndCheck(BaseCallback):
         self.snapshots.append((copy.deepcopy(self.model.policy), copy.deepcopy(self.model.rollout_buffer)))
 
 
-@pytest.mark.parametrize("case", POLICIES[:2], ids=policy_id)
+@pytest.mark.parametrize("case", [POLICIES[0], LSTM_SHARED, POLICIES[4], FW_SHARED, POLICIES[-2]], ids=policy_id)
 def test_training_replays_collection_env_major(case: tuple[str | type, dict[str, Any]]) -> None:
     """Before any update, evaluate_actions on the training batch reproduces the log-probs and values
     recorded while acting, rollout start state and in-rollout resets included."""
@@ -216,6 +240,10 @@ def test_training_replays_collection_env_major(case: tuple[str | type, dict[str,
         np.testing.assert_array_equal(data.observations[16 * 2 + 5].numpy(), buffer.observations[5, 2])
         assert data.episode_starts.sum() > 3 and data.episode_starts.view(3, 16)[:, 0].sum() < 3
         assert any(t.abs().sum() > 0 for t in data.lstm_states.pi)  # a real carried-over memory
+        # one state per env for the whole rollout, not one per step
+        memory = policy_copy.lstm_actor
+        for t in (*data.lstm_states.pi, *data.lstm_states.vf):
+            assert t.shape == (memory.num_layers, 3, memory.hidden_size)
         with th.no_grad():
             values, log_prob, _ = policy_copy.evaluate_actions(
                 data.observations, data.actions.long().flatten(), data.lstm_states, data.episode_starts
