@@ -56,10 +56,12 @@ class MemoryEnv(gym.Env):
         return self._observe(), {}
 
     def step(self, action: int):
-        if not self.action_space.contains(action):
+        # Cheaper than Discrete.contains (half the step time of the small envs); same verdict for ints.
+        a = int(action)
+        if a != action or not 0 <= a < self.action_space.n:
             raise ValueError(f"action must be in {self.action_space}, got {action!r}")
         self.t += 1
-        reward, terminated, success = self._step_state(int(action))
+        reward, terminated, success = self._step_state(a)
         info: dict[str, Any] = {}
         if terminated:
             info["is_success"] = bool(success)
