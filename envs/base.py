@@ -23,6 +23,8 @@ class MemoryEnv(gym.Env):
     """Episodic environment with a finite horizon; ``info["is_success"]`` is set on the last step."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": RENDER_MODES, "render_fps": 4}
+    #: Pixels per cell of ``rgb_array`` frames.
+    cell_px: ClassVar[int] = CELL_PX
 
     def __init__(self, render_mode: str | None = None) -> None:
         if render_mode is not None:
@@ -75,4 +77,4 @@ class MemoryEnv(gym.Env):
         return None
 
     def _render_rgb(self) -> np.ndarray:
-        return upscale(self._render_cells(), CELL_PX)
+        return upscale(self._render_cells(), self.cell_px)

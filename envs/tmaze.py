@@ -47,6 +47,7 @@ class TMazeEnv(MemoryEnv):
     """
 
     metadata = {**MemoryEnv.metadata, "render_fps": 8}
+    cell_px = 24  # the maze is only 3 cells high
 
     def __init__(
         self,
