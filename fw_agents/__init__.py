@@ -1,5 +1,6 @@
 """fw-agents: fast-weights memory (Ba et al. 2016) for Stable-Baselines3 recurrent agents."""
 
+from fw_agents.extractors import MiniGridSymbolicExtractor
 from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore
 from fw_agents.policies import (
     POLICY_ALIASES,
@@ -31,6 +32,7 @@ __all__ = [
     "GRUMultiInputActorCriticPolicy",
     "LSTMCore",
     "MemoryCore",
+    "MiniGridSymbolicExtractor",
     "NoMemoryActorCriticCnnPolicy",
     "NoMemoryActorCriticPolicy",
     "NoMemoryCore",
