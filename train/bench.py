@@ -1,7 +1,9 @@
 """Benchmarks: ``python -m train.bench <subcommand> [options]``.
 
 Subcommands:
-  envs   env steps per second of every registered ``fw_agents/*`` id (random actions, auto-reset).
+  envs         env steps per second of every registered ``fw_agents/*`` id (random actions, auto-reset).
+  core         memory cores alone: forward+backward time and saved memory (:mod:`train.bench_models`).
+  throughput   training env steps/s and peak memory of recurrent agents (:mod:`train.bench_models`).
 
 Adding a subcommand: write ``add_<name>_parser(subparsers)`` that builds its parser and sets
 ``func=<callable(args) -> int>`` via ``set_defaults``, and append it to :data:`SUBCOMMANDS`.
@@ -20,6 +22,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from train import bench_models
 
 
 def positive_int(text: str) -> int:
@@ -91,7 +95,7 @@ def add_envs_parser(subparsers: argparse._SubParsersAction) -> None:
 
 # --- command line -------------------------------------------------------------------------------------------
 #: One entry per subcommand; each adds its parser and sets ``func``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_envs_parser]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_envs_parser, *bench_models.SUBCOMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

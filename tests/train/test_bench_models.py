@@ -1,0 +1,67 @@
+"""``python -m train.bench core`` and ``throughput`` (:mod:`train.bench_models`): smoke runs and the measurements."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch as th
+
+from train.bench import main
+from train.bench_models import AGENTS, CORE_MODELS, make_core_step, saved_bytes
+
+
+def test_core_quick_writes_json_with_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "core.json"
+    assert main(["core", "--quick", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == list(CORE_MODELS)
+    lstm = next(r for r in rows if r["model"] == "nn.LSTM")
+    assert lstm["seconds_ratio"] == 1.0 and lstm["saved_bytes_ratio"] == 1.0
+    assert all(0 < r["seconds"]["min"] <= r["seconds"]["median"] <= r["seconds"]["max"] for r in rows)
+    assert "fast-weights-attention" in capsys.readouterr().out
+
+
+def test_throughput_quick_writes_json_with_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "throughput.json"
+    assert main(["throughput", "--quick", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["agent"] for r in rows] == [label for label, _, _ in AGENTS]
+    assert rows[0]["steps_per_second_ratio"] == 1.0
+    assert all(r["steps_per_second"]["median"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
+
+
+def test_saved_bytes_explicit_path_grows_with_h_squared() -> None:
+    """The explicit path keeps every A(t) (B·T·H² floats); the attention path keeps O(B·T·H)."""
+    batch, length, hidden = 4, 16, 64
+    x = th.randn(length, batch, 8)
+    explicit = saved_bytes(make_core_step("fast-weights-explicit", 8, hidden, batch), x)
+    attention = saved_bytes(make_core_step("fast-weights-attention", 8, hidden, batch), x)
+    assert explicit >= length * batch * hidden * hidden * 4 > attention
+
+
+def test_saved_bytes_counts_each_storage_once() -> None:
+    weight = th.randn(32, 32, requires_grad=True)
+    # `weight` is saved by both products; counted once, with the input: 2 storages of 32·32 floats.
+    assert saved_bytes(lambda x: (x @ weight) @ weight, th.randn(32, 32)) <= 3 * 32 * 32 * 4
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["core", "--hidden-sizes", "0"],
+        ["core", "-T", "x"],
+        ["throughput", "--n-envs", "0"],
+        ["throughput", "--repeats", "-1"],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+
+
+def test_missing_json_folder_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["core", "--quick", "--json", "/nonexistent-folder/x.json"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,349 @@
+"""Model benchmarks for ``python -m train.bench``: the ``core`` and ``throughput`` subcommands.
+
+* ``core``: one memory core alone, forward + backward over ``(T, B)`` sequences: fast weights (explicit and
+  attention paths) against ``torch.nn.LSTM`` and ``torch.nn.GRU``; time and the bytes autograd saves for the
+  backward pass (each storage counted once).
+* ``throughput``: env steps per second of whole training runs (collection and updates together), and the
+  process's peak resident memory: RecurrentPPO with sb3-contrib's ``MlpLstmPolicy`` or our
+  ``FastWeightsActorCriticPolicy``, :class:`fw_agents.a2c.RecurrentA2C` with ``MlpFastWeightsPolicy``, and
+  SB3's feed-forward A2C.
+
+Both pin torch's threads, warm up, repeat, and report the median with the min-max spread, and every median
+as a ratio to a reference measured in the same run (``nn.LSTM``; RecurrentPPO + ``MlpLstmPolicy``), since
+absolute numbers on a shared machine mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch as th
+from torch import nn
+
+from train.argtypes import positive_int
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median and min-max of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def add_ratios(
+    rows: list[dict[str, Any]],
+    group_keys: Sequence[str],
+    metrics: Sequence[str],
+    is_reference: Callable[[dict[str, Any]], bool],
+) -> None:
+    """Add ``<metric>_ratio`` to each row: its median over the reference row's median in the same group."""
+    for row in rows:
+        group = tuple(row[k] for k in group_keys)
+        reference = next(r for r in rows if tuple(r[k] for k in group_keys) == group and is_reference(r))
+        for metric in metrics:
+            ref = reference[metric]["median"] if isinstance(reference[metric], dict) else reference[metric]
+            value = row[metric]["median"] if isinstance(row[metric], dict) else row[metric]
+            row[f"{metric}_ratio"] = value / ref if ref else float("nan")
+
+
+def write_json(path: Path | None, payload: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def check_json_path(path: Path | None) -> str | None:
+    """An error message if ``--json`` names a file in a folder that does not exist."""
+    if path is not None and not path.parent.is_dir():
+        return f"--json: folder {str(path.parent)!r} does not exist"
+    return None
+
+
+# --- core ---------------------------------------------------------------------------------------------------
+CORE_MODELS = ("fast-weights-explicit", "fast-weights-attention", "nn.LSTM", "nn.GRU")
+CORE_REFERENCE = "nn.LSTM"
+
+
+def make_core_step(name: str, input_size: int, hidden_size: int, batch: int) -> Callable[[th.Tensor], th.Tensor]:
+    """A function ``inputs (T, B, F) -> outputs (T, B, H)`` for one benchmarked core, from a zero state."""
+    if name.startswith("fast-weights"):
+        from fw_agents.memory import FastWeightsRNN
+
+        core = FastWeightsRNN(input_size, hidden_size, compute_path=name.removeprefix("fast-weights-"))
+        state = core.initial_state(batch)
+
+        def run_fast_weights(x: th.Tensor) -> th.Tensor:
+            return core(x, state, x.new_zeros(x.shape[:2]))[0]
+
+        return run_fast_weights
+    rnn: nn.Module = {"nn.LSTM": nn.LSTM, "nn.GRU": nn.GRU}[name](input_size, hidden_size)
+    return lambda x: rnn(x)[0]
+
+
+def saved_bytes(run: Callable[[th.Tensor], th.Tensor], x: th.Tensor) -> int:
+    """Bytes autograd keeps for the backward pass of ``run(x).sum()``, each storage counted once."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: th.Tensor) -> th.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with th.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = run(x).sum()
+    out.backward()
+    return sum(storages.values())
+
+
+def time_forward_backward(
+    run: Callable[[th.Tensor], th.Tensor], x: th.Tensor, warmup: int, repeats: int
+) -> list[float]:
+    """Seconds per forward + backward of ``run(x).sum()``, one number per repeat, after ``warmup`` untimed runs."""
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        run(x).sum().backward()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_core(
+    hidden_sizes: Sequence[int],
+    lengths: Sequence[int],
+    batch: int,
+    input_size: int,
+    warmup: int,
+    repeats: int,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (H, T, model): forward+backward seconds (median, min, max), saved bytes, ratios to nn.LSTM."""
+    rows = []
+    for hidden in hidden_sizes:
+        for length in lengths:
+            for name in CORE_MODELS:
+                th.manual_seed(seed)
+                run = make_core_step(name, input_size, hidden, batch)
+                x = th.randn(length, batch, input_size)
+                row = {
+                    "model": name,
+                    "hidden_size": hidden,
+                    "T": length,
+                    "B": batch,
+                    "seconds": spread(time_forward_backward(run, x, warmup, repeats)),
+                    "saved_bytes": saved_bytes(run, x),
+                }
+                rows.append(row)
+                if log:
+                    log(f"  {name:<24} H={hidden:<4} T={length:<4} {1e3 * row['seconds']['median']:9.2f} ms")
+    add_ratios(rows, ("hidden_size", "T"), ("seconds", "saved_bytes"), lambda r: r["model"] == CORE_REFERENCE)
+    return rows
+
+
+def format_core_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'model':<24} {'H':>4} {'T':>4} {'fwd+bwd ms (median)':>20} {'min - max':>17} {'x LSTM':>7} "
+        f"{'saved MiB':>10} {'x LSTM':>7}"
+    ]
+    for r in rows:
+        s = r["seconds"]
+        lines.append(
+            f"{r['model']:<24} {r['hidden_size']:>4} {r['T']:>4} {1e3 * s['median']:>20.2f} "
+            f"{1e3 * s['min']:>8.2f} - {1e3 * s['max']:<6.2f} {r['seconds_ratio']:>7.2f} "
+            f"{r['saved_bytes'] / 2**20:>10.2f} {r['saved_bytes_ratio']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def run_core(args: argparse.Namespace) -> int:
+    if error := check_json_path(args.json):
+        print(f"python -m train.bench core: error: {error}", file=sys.stderr)
+        return 2
+    th.set_num_threads(args.threads)
+    if args.quick:
+        args.hidden_sizes, args.lengths, args.batch, args.input_size, args.repeats, args.warmup = [16], [8], 4, 8, 2, 1
+    rows = bench_core(
+        args.hidden_sizes, args.lengths, args.batch, args.input_size, args.warmup, args.repeats, args.seed,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(format_core_table(rows))
+    write_json(args.json, {"subcommand": "core", "settings": settings(args), "rows": rows})
+    return 0
+
+
+def add_core_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("core", help="memory cores alone: forward+backward time and saved memory")
+    parser.add_argument("--hidden-sizes", type=positive_int, nargs="+", default=[64, 128, 256])
+    parser.add_argument("--lengths", "-T", type=positive_int, nargs="+", default=[32, 128], help="sequence lengths")
+    parser.add_argument("--batch", "-B", type=positive_int, default=16)
+    parser.add_argument("--input-size", type=positive_int, default=64, help="F (default: 64)")
+    parser.add_argument("--warmup", type=positive_int, default=2)
+    add_common_arguments(parser, repeats=10)
+    parser.set_defaults(func=run_core)
+
+
+# --- throughput ---------------------------------------------------------------------------------------------
+#: (label, algorithm, policy); the first is the reference.
+AGENTS = (
+    ("RecurrentPPO+MlpLstmPolicy", "RecurrentPPO", "MlpLstmPolicy"),
+    ("RecurrentPPO+FastWeights", "RecurrentPPO", "FastWeightsActorCriticPolicy"),
+    ("RecurrentA2C+MlpFastWeightsPolicy", "RecurrentA2C", "MlpFastWeightsPolicy"),
+    ("A2C+MlpPolicy", "A2C", "MlpPolicy"),
+)
+THROUGHPUT_REFERENCE = AGENTS[0][0]
+
+
+def max_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_agent(algorithm: str, policy: str, env_id: str, hidden: int, n_envs: int, n_steps: int, seed: int) -> Any:
+    """An untrained agent; everything but ``n_envs``, ``n_steps`` and the memory size at the library defaults."""
+    from sb3_contrib import RecurrentPPO
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import envs  # noqa: F401  registers fw_agents/* ids
+    from fw_agents.a2c import RecurrentA2C
+    from fw_agents.policies import FastWeightsActorCriticPolicy
+
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    if algorithm == "RecurrentPPO":
+        if policy == "MlpLstmPolicy":
+            return RecurrentPPO(policy, env, n_steps=n_steps, seed=seed, policy_kwargs={"lstm_hidden_size": hidden})
+        return RecurrentPPO(
+            FastWeightsActorCriticPolicy, env, n_steps=n_steps, seed=seed, policy_kwargs={"hidden_size": hidden}
+        )
+    if algorithm == "RecurrentA2C":
+        return RecurrentA2C(policy, env, n_steps=n_steps, seed=seed, policy_kwargs={"hidden_size": hidden})
+    # Feed-forward: a layer of H units where the recurrent policies have their memory, then the same [64, 64].
+    arch = [hidden, 64, 64]
+    return A2C(policy, env, n_steps=n_steps, seed=seed, policy_kwargs={"net_arch": {"pi": arch, "vf": arch}})
+
+
+def measure_agent(job: dict[str, Any]) -> dict[str, Any]:
+    """Steps/s of ``learn`` for one agent (one number per repeat, after one warm-up rollout) and peak RSS.
+
+    Runs in a fresh process when isolated, so that the peak RSS is this agent's alone.
+    """
+    th.set_num_threads(job["threads"])
+    rss_before = max_rss_mib()
+    model = make_agent(
+        job["algorithm"], job["policy"], job["env_id"], job["hidden_size"], job["n_envs"], job["n_steps"], job["seed"]
+    )
+    rollout = job["n_envs"] * job["n_steps"]
+    model.learn(rollout)  # warm-up: first-call allocations and lazy imports
+    rates = []
+    for _ in range(job["repeats"]):
+        start = time.perf_counter()
+        model.learn(job["timesteps"], reset_num_timesteps=True)
+        rates.append(model.num_timesteps / (time.perf_counter() - start))
+    model.get_env().close()
+    return {"steps_per_second": spread(rates), "peak_rss_mib": max_rss_mib(), "rss_before_mib": rss_before}
+
+
+def bench_throughput(
+    hidden_sizes: Sequence[int],
+    env_id: str,
+    n_envs: int,
+    n_steps: int,
+    timesteps: int,
+    repeats: int,
+    threads: int,
+    seed: int = 0,
+    isolate: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (H, agent): steps/s (median, min, max), peak RSS, ratios to RecurrentPPO + MlpLstmPolicy."""
+    rows = []
+    for hidden in hidden_sizes:
+        for label, algorithm, policy in AGENTS:
+            job = {
+                "algorithm": algorithm, "policy": policy, "env_id": env_id, "hidden_size": hidden, "n_envs": n_envs,
+                "n_steps": n_steps, "timesteps": timesteps, "repeats": repeats, "threads": threads, "seed": seed,
+            }  # fmt: skip
+            if isolate:
+                with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                    measured = pool.submit(measure_agent, job).result()
+            else:
+                measured = measure_agent(job)
+            row = {"agent": label, "hidden_size": hidden, **measured, "isolated": isolate}
+            rows.append(row)
+            if log:
+                log(f"  {label:<34} H={hidden:<4} {row['steps_per_second']['median']:9.0f} steps/s")
+    add_ratios(
+        rows, ("hidden_size",), ("steps_per_second", "peak_rss_mib"), lambda r: r["agent"] == THROUGHPUT_REFERENCE
+    )
+    return rows
+
+
+def format_throughput_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'agent':<34} {'H':>4} {'steps/s (median)':>17} {'min - max':>15} {'x LSTM-PPO':>10} "
+        f"{'peak RSS MiB':>12} {'x LSTM-PPO':>10}"
+    ]
+    for r in rows:
+        s = r["steps_per_second"]
+        lines.append(
+            f"{r['agent']:<34} {r['hidden_size']:>4} {s['median']:>17.0f} {s['min']:>7.0f} - {s['max']:<5.0f} "
+            f"{r['steps_per_second_ratio']:>10.2f} {r['peak_rss_mib']:>12.0f} {r['peak_rss_mib_ratio']:>10.2f}"
+        )
+    return "\n".join(lines)
+
+
+def run_throughput(args: argparse.Namespace) -> int:
+    if error := check_json_path(args.json):
+        print(f"python -m train.bench throughput: error: {error}", file=sys.stderr)
+        return 2
+    th.set_num_threads(args.threads)
+    if args.quick:
+        args.hidden_sizes, args.n_envs, args.n_steps, args.timesteps, args.repeats = [8], 2, 8, 16, 1
+        args.isolate = False
+    rows = bench_throughput(
+        args.hidden_sizes, args.env_id, args.n_envs, args.n_steps, args.timesteps, args.repeats, args.threads,
+        args.seed, args.isolate, log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(format_throughput_table(rows))
+    write_json(args.json, {"subcommand": "throughput", "settings": settings(args), "rows": rows})
+    return 0
+
+
+def add_throughput_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("throughput", help="training env steps/s and peak memory of recurrent agents")
+    parser.add_argument("--hidden-sizes", type=positive_int, nargs="+", default=[64, 128])
+    parser.add_argument("--env-id", default="fw_agents/CartPoleNoVel-v1")
+    parser.add_argument("--n-envs", type=positive_int, default=8)
+    parser.add_argument("--n-steps", type=positive_int, default=32, help="rollout length, every agent (default: 32)")
+    parser.add_argument("--timesteps", type=positive_int, default=4096, help="env steps per timed repeat")
+    parser.add_argument(
+        "--no-isolate", dest="isolate", action="store_false", help="measure in this process (peak RSS then shared)"
+    )
+    add_common_arguments(parser, repeats=3)
+    parser.set_defaults(func=run_throughput)
+
+
+# --- shared options -----------------------------------------------------------------------------------------
+def add_common_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    parser.add_argument("--repeats", type=positive_int, default=repeats, help=f"timed repeats (default: {repeats})")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a few seconds")
+    parser.add_argument("--json", metavar="OUT", type=Path, help="also write the results to this JSON file")
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of a run, for the JSON, plus versions."""
+    values = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    return {**values, "torch": th.__version__, "python": sys.version.split()[0]}
+
+
+SUBCOMMANDS = (add_core_parser, add_throughput_parser)
