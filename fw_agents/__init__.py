@@ -1,5 +1,6 @@
 """fw-agents: fast-weights memory (Ba et al. 2016) for Stable-Baselines3 recurrent agents."""
 
+from fw_agents.a2c import RecurrentA2C
 from fw_agents.extractors import MiniGridSymbolicExtractor
 from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore
 from fw_agents.policies import (
@@ -37,6 +38,7 @@ __all__ = [
     "NoMemoryActorCriticPolicy",
     "NoMemoryCore",
     "NoMemoryMultiInputActorCriticPolicy",
+    "RecurrentA2C",
     "RecurrentMemoryActorCriticPolicy",
     "register_policy_aliases",
 ]
