@@ -4,7 +4,9 @@ One update per rollout, exactly like SB3's A2C, but the ``(n_steps, n_envs)`` ro
 ``n_envs`` sequences of length ``n_steps`` (truncated backprop through the whole rollout), each starting
 from the memory state its env had when the rollout began. The policy resets the memory wherever an
 episode starts inside a sequence, so no sequence is cut or padded. Only that start-of-rollout state
-is stored, not one state per step as in sb3-contrib's RecurrentPPO.
+is stored, not one state per step as in sb3-contrib's RecurrentPPO: ``4 · n_layers · n_envs · size``
+floats per rollout, whatever ``n_steps`` (fast weights at H=128, 8 envs: about 0.5 MB instead of
+RecurrentPPO's ~70 MB at n_steps=128).
 
 Works with any subclass of sb3-contrib's ``RecurrentActorCriticPolicy`` (``MlpLstmPolicy``, ...,
 and fw-agents' own policies), which share one state protocol: ``RNNStates(pi=(t0, t1), vf=(t0, t1))``,
