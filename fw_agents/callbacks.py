@@ -1,0 +1,157 @@
+"""Stable-Baselines3 callbacks for recurrent-memory agents: memory diagnostics and run bookkeeping.
+
+* :class:`MemoryStatsCallback` logs, for fast-weights policies, the size of the fast-weight memory
+  (``memory/fast_weights_norm``: mean Frobenius norm ‖A‖) and how much the fast weights contribute next to
+  the slow weights (``memory/fast_slow_ratio``: mean ‖A h‖ / ‖W h + C x‖).
+* :class:`RunConfigCallback` writes a run's configuration as YAML and as TensorBoard text.
+* :class:`SaveVecNormalizeCallback` saves ``VecNormalize`` statistics next to a model (e.g. the best one).
+
+All work with any algorithm that keeps its live memory state in ``_last_lstm_states`` (sb3-contrib's
+RecurrentPPO and fw-agents' RecurrentA2C).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch as th
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import TensorBoardOutputFormat
+from stable_baselines3.common.utils import obs_as_tensor
+
+
+class MemoryStatsCallback(BaseCallback):
+    """Logs fast-weight memory statistics to the SB3 logger every ``every_n_rollouts`` rollouts.
+
+    At the end of a rollout it runs the memory cores of the policy one extra step, without gradients, from
+    the live memory state of the training envs on their latest observations, with ``collect_stats`` switched
+    on for that step only: the numbers describe the memory the agent is acting with right now, averaged over
+    the envs, and the cost is one batched step. No action is sampled, so the random streams (and hence a
+    seeded run) are unchanged.
+
+    Tags: ``memory/fast_weights_norm`` and ``memory/fast_slow_ratio`` for the actor's core, and
+    ``memory/critic_fast_weights_norm`` / ``memory/critic_fast_slow_ratio`` when the critic has a fast-weights
+    core of its own. Policies without a fast-weights core log nothing.
+
+    :param every_n_rollouts: rollouts between two measurements. Use the algorithm's ``log_interval`` so that
+        each measurement lands in the log dump that follows it (the logger keeps only the last value).
+    """
+
+    def __init__(self, every_n_rollouts: int = 1, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if every_n_rollouts < 1:
+            raise ValueError(f"every_n_rollouts must be >= 1, got {every_n_rollouts}")
+        self.every_n_rollouts = every_n_rollouts
+        self.n_rollouts = 0
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.n_rollouts += 1
+        if self.n_rollouts % self.every_n_rollouts == 0:
+            for key, value in self.measure().items():
+                self.logger.record(f"memory/{key}", value)
+
+    def _stat_layouts(self) -> list[tuple[str, Any]]:
+        """``(prefix, state-layout module)`` for each memory of the policy whose core collects stats."""
+        policy = self.model.policy
+        found = []
+        for prefix, layout in (
+            ("", getattr(policy, "lstm_actor", None)),
+            ("critic_", getattr(policy, "lstm_critic", None)),
+        ):
+            core = getattr(layout, "core", None)
+            if core is not None and hasattr(core, "collect_stats"):
+                found.append((prefix, layout))
+        return found
+
+    def measure(self) -> dict[str, float]:
+        """One stats step on the live state; ``{}`` if the policy has no fast-weights core or no state yet."""
+        layouts = self._stat_layouts()
+        states = getattr(self.model, "_last_lstm_states", None)
+        last_obs = getattr(self.model, "_last_obs", None)
+        if not layouts or states is None or last_obs is None:
+            return {}
+        policy = self.model.policy
+        device = policy.device
+        results: dict[str, float] = {}
+        with th.no_grad():
+            obs = obs_as_tensor(last_obs, device)
+            starts = th.as_tensor(self.model._last_episode_starts, dtype=th.float32, device=device)
+            features = policy.extract_features(obs)
+            pi_features, vf_features = features if isinstance(features, tuple) else (features, features)
+            for prefix, layout in layouts:
+                is_critic = prefix == "critic_"
+                core = layout.core
+                core.collect_stats = True
+                try:
+                    core.stats = {}
+                    layout(vf_features if is_critic else pi_features, states.vf if is_critic else states.pi, starts)
+                    results.update({prefix + key: float(value) for key, value in core.stats.items()})
+                finally:
+                    # Never leave stats on: they cost a host sync per step in the hot path.
+                    core.collect_stats = False
+        return results
+
+
+def _tensorboard_writer(logger: Any) -> Any | None:
+    for output in getattr(logger, "output_formats", []):
+        if isinstance(output, TensorBoardOutputFormat):
+            return output.writer
+    return None
+
+
+class RunConfigCallback(BaseCallback):
+    """Writes a run's configuration when training starts: to ``path`` as YAML and as TensorBoard text.
+
+    The TensorBoard folder is only known once ``learn()`` has set up its logger, so it is filled in here
+    as ``config["tensorboard_dir"]`` (None without TensorBoard).
+
+    :param config: a YAML-serialisable dict (plain types only).
+    :param path: where to write ``config.yml`` (None: TensorBoard only).
+    :param tag: TensorBoard text tag.
+    """
+
+    def __init__(self, config: dict[str, Any], path: str | os.PathLike | None = None, tag: str = "config") -> None:
+        super().__init__()
+        self.config = dict(config)
+        self.path = path
+        self.tag = tag
+
+    def _on_training_start(self) -> None:
+        self.config["tensorboard_dir"] = self.logger.get_dir() if _tensorboard_writer(self.logger) else None
+        text = yaml.safe_dump(self.config, sort_keys=False)
+        if self.path is not None:
+            with open(self.path, "w", encoding="utf-8") as file:
+                file.write(text)
+        writer = _tensorboard_writer(self.logger)
+        if writer is not None:
+            # Indented by four spaces: TensorBoard renders text as Markdown, and this keeps it a code block.
+            writer.add_text(self.tag, "\n".join("    " + line for line in text.splitlines()), self.num_timesteps)
+            writer.flush()
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class SaveVecNormalizeCallback(BaseCallback):
+    """Saves the model's ``VecNormalize`` statistics to ``path`` whenever it is triggered.
+
+    Meant as ``EvalCallback(callback_on_new_best=...)``, so that ``best_model.zip`` has the normalisation it
+    was evaluated with; does nothing if the training env is not normalised.
+    """
+
+    def __init__(self, path: str | os.PathLike, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.path = path
+
+    def _on_step(self) -> bool:
+        vec_normalize = self.model.get_vec_normalize_env()
+        if vec_normalize is not None:
+            vec_normalize.save(str(self.path))
+            if self.verbose >= 1:
+                print(f"Saving VecNormalize to {self.path}")
+        return True

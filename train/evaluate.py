@@ -1,0 +1,190 @@
+"""``python -m train.evaluate MODEL``: evaluate a saved agent, optionally recording an episode as a GIF.
+
+The algorithm, env and normalisation are read from the run's ``config.yml`` next to the model (or one folder
+up, for checkpoints); ``--env``/``--algo`` name them for models made elsewhere. Episodes run through SB3's
+``evaluate_policy``, which threads the memory ``state`` and ``episode_start`` from step to step.
+
+Trap closed here: a recurrent model's ``predict(obs)`` without ``state`` runs from an empty memory every call.
+:func:`load_run` returns models whose ``predict`` warns (:class:`StatelessPredictWarning`) the second time in a
+row it is called without ``state``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from train import common
+from train.common import CLIError
+
+
+class StatelessPredictWarning(UserWarning):
+    """A recurrent model's ``predict`` was called step after step without ``state``."""
+
+
+def guard_stateless_predict(model: BaseAlgorithm) -> BaseAlgorithm:
+    """Make ``model.predict`` warn (once) when it is called twice in a row without ``state``.
+
+    The first call of an episode legitimately has ``state=None`` (SB3's ``evaluate_policy`` does that); a second
+    consecutive one means the caller drops the returned state, so every step starts from an empty memory.
+    Non-recurrent models are returned unchanged.
+    """
+    if not hasattr(model.policy, "lstm_actor"):
+        return model
+    predict = model.predict
+    stateless_calls = 0
+    warned = False
+
+    @functools.wraps(predict)
+    def guarded(observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
+        nonlocal stateless_calls, warned
+        stateless_calls = stateless_calls + 1 if state is None else 0
+        if stateless_calls >= 2 and not warned:
+            warned = True
+            warnings.warn(
+                "predict() was called again without state: a recurrent model then acts from an empty memory at "
+                "every step. Pass the returned state back: action, state = model.predict(obs, state=state, "
+                "episode_start=episode_start)",
+                StatelessPredictWarning,
+                stacklevel=2,
+            )
+        return predict(observation, state=state, episode_start=episode_start, deterministic=deterministic)
+
+    model.predict = guarded  # type: ignore[method-assign]
+    return model
+
+
+def _run_settings(model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Algorithm, env and hyperparameters of the run: from its config, overridden by ``--algo``/``--env``."""
+    config_path = common.find_run_config(model_path)
+    config = common.load_yaml(config_path, "run config") if config_path else {}
+    settings = {
+        "algorithm": args.algo or config.get("algorithm"),
+        "env_id": args.env or config.get("env_id"),
+        "hyperparams": config.get("hyperparams") or {},
+        "seed": config.get("seed", 0),
+    }
+    if not settings["algorithm"] or not settings["env_id"]:
+        raise CLIError(f"no {common.CONFIG_NAME} next to {model_path}: pass --algo and --env")
+    return settings
+
+
+def load_run(
+    model: str | Path,
+    n_envs: int = 1,
+    seed: int = 0,
+    device: str = "cpu",
+    algo: str | None = None,
+    env: str | None = None,
+) -> tuple[BaseAlgorithm, VecEnv, dict[str, Any]]:
+    """Load a saved model with its evaluation env (frozen ``VecNormalize`` if the run normalised).
+
+    :param model: a model ``.zip`` or a run folder (its ``model.zip``).
+    :return: the model (``predict`` guarded, see :func:`guard_stateless_predict`), the env, the run settings.
+    """
+    model_path = common.locate_model(model)
+    settings = _run_settings(model_path, argparse.Namespace(algo=algo, env=env))
+    algo_class = common.load_algorithm(settings["algorithm"])
+    env_id = common.resolve_env_id(settings["env_id"])
+    params = settings["hyperparams"]
+    stats = None
+    if params.get("normalize"):
+        stats = common.vecnormalize_path(model_path)
+        if not stats.exists():
+            raise CLIError(f"the run normalised observations but {stats} is missing")
+    venv = common.make_env(env_id, n_envs, seed, params.get("env_kwargs"), stats_path=stats, training=False)
+    loaded = common.load_model(algo_class, model_path, venv, device)
+    settings.update(model_path=str(model_path), env_id=env_id)
+    return guard_stateless_predict(loaded), venv, settings
+
+
+def record_episode(
+    model: BaseAlgorithm,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None,
+    path: Path,
+    seed: int,
+    deterministic: bool = True,
+) -> tuple[float, int]:
+    """Play one episode in an ``rgb_array`` env, threading the memory state, and write it as an animated GIF.
+
+    Runs a plain (non-vectorised) env so the last frame, after the final step, is kept (a VecEnv would have
+    reset already). Observations pass through the model's frozen ``VecNormalize``, if any.
+    """
+    try:
+        env = gym.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
+    except (TypeError, ValueError, gym.error.Error) as error:
+        raise CLIError(f"cannot record {env_id}: it does not render rgb_array frames ({error})") from None
+    vec_normalize = model.get_vec_normalize_env()
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()]
+    state, episode_start = None, np.ones((1,), dtype=bool)
+    episode_return, done = 0.0, False
+    while not done:
+        model_obs = vec_normalize.normalize_obs(obs) if vec_normalize is not None else obs
+        action, state = model.predict(model_obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        episode_start = np.zeros((1,), dtype=bool)
+        episode_return += float(reward)
+        done = terminated or truncated
+        frames.append(env.render())
+    fps = env.metadata.get("render_fps") or 4
+    env.close()
+    if frames[0] is None:
+        raise CLIError(f"cannot record {env_id}: render() returned no frame")
+    images = [Image.fromarray(np.asarray(frame, dtype=np.uint8)) for frame in frames]
+    # Hold the last frame a little longer so the outcome is visible before the GIF loops.
+    durations = [int(1000 / fps)] * (len(images) - 1) + [int(3000 / fps)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return episode_return, len(frames) - 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("model", metavar="MODEL", help="a saved model .zip, or a run folder (its model.zip)")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per evaluation (default: 100)")
+    parser.add_argument("--seed", type=int, default=12345, help="env seed (default: 12345)")
+    parser.add_argument("--record", metavar="OUT.gif", help="also write one deterministic episode as a GIF")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--algo", choices=list(common.ALGORITHMS), help="algorithm, if the run has no config.yml")
+    parser.add_argument("--env", metavar="ID", help="env id (default: the run's)")
+    common.add_threads_argument(parser)
+    return parser
+
+
+def run_evaluation(args: argparse.Namespace) -> int:
+    n_episodes = common.check_positive("--episodes", args.episodes)
+    model, venv, settings = load_run(args.model, min(n_episodes, 16), args.seed, args.device, args.algo, args.env)
+    print(f"{settings['model_path']} ({settings['algorithm']}) on {settings['env_id']}")
+    for deterministic in (True, False):
+        result = common.evaluate(model, venv, n_episodes, deterministic)
+        print(f"  {'deterministic' if deterministic else 'sampled':13s} {result.summary()}")
+    venv.close()
+    if args.record:
+        path = Path(args.record)
+        env_kwargs = settings["hyperparams"].get("env_kwargs")
+        episode_return, length = record_episode(model, settings["env_id"], env_kwargs, path, args.seed)
+        print(f"  recorded {path}: {length} steps, return {episode_return:.3f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    return common.run_cli(build_parser(), run_evaluation, argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""``python -m train.plot RUN_DIR…``: learning curves from TensorBoard event files, mean ± std over seeds.
+
+Each RUN_DIR is a run folder (with ``config.yml``) or a folder searched for them. Runs are grouped by env
+(one panel each) and by policy (one line each; prefixed by the algorithm when several are plotted); each line
+is the mean over the group's runs, interpolated on a common step grid up to the shortest run, with a ± 1 std
+band where there are several seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
+
+from train import common  # noqa: E402
+from train.common import CLIError  # noqa: E402
+
+
+def find_runs(paths: Sequence[str]) -> list[Path]:
+    """Run folders (holding ``config.yml``) at or under each path."""
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise CLIError(f"{path} does not exist")
+        found = (
+            [path]
+            if (path / common.CONFIG_NAME).is_file()
+            else sorted(config.parent for config in path.rglob(common.CONFIG_NAME))
+        )
+        if not found:
+            raise CLIError(f"no runs ({common.CONFIG_NAME}) in {path}")
+        runs.extend(run for run in found if run not in runs)
+    return runs
+
+
+def tensorboard_dir(run: Path, config: dict[str, Any]) -> Path | None:
+    """The run's TensorBoard folder as recorded, or at the same place relative to the run folder (if the
+    runs were moved or the plot is made from another working directory)."""
+    recorded = config.get("tensorboard_dir")
+    if not recorded:
+        return None
+    if Path(recorded).is_dir():
+        return Path(recorded)
+    relative = Path(os.path.relpath(recorded, config.get("save_dir") or run))
+    candidate = (run / relative).resolve()
+    return candidate if candidate.is_dir() else None
+
+
+def load_curve(directory: Path, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(steps, values)`` of a scalar tag, sorted by step (a resumed run appends to the same folder)."""
+    accumulator = EventAccumulator(str(directory), size_guidance={SCALARS: 0})  # 0: keep every point
+    accumulator.Reload()
+    if tag not in accumulator.Tags().get("scalars", []):
+        return None
+    events = accumulator.Scalars(tag)
+    steps = np.array([event.step for event in events], dtype=float)
+    values = np.array([event.value for event in events], dtype=float)
+    order = np.argsort(steps, kind="stable")
+    return steps[order], values[order]
+
+
+def collect(runs: Sequence[Path], tag: str) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
+    """``{env: {label: [curve per run]}}``; runs without the tag are reported on stderr and skipped."""
+    configs = {run: common.load_yaml(run / common.CONFIG_NAME, "run config") for run in runs}
+    several_algos = len({config.get("algorithm") for config in configs.values()}) > 1
+    groups: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = defaultdict(lambda: defaultdict(list))
+    for run, config in configs.items():
+        directory = tensorboard_dir(run, config)
+        curve = load_curve(directory, tag) if directory else None
+        if curve is None or len(curve[0]) == 0:
+            print(f"skipping {run}: no {tag!r} in its TensorBoard log", file=sys.stderr)
+            continue
+        label = str(config.get("policy", "?"))
+        if several_algos:
+            label = f"{config.get('algorithm')} {label}"
+        groups[str(config.get("env_id", "?"))][label].append(curve)
+    if not groups:
+        raise CLIError(f"none of the runs logged {tag!r}")
+    return groups
+
+
+def mean_and_std(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int) -> tuple[np.ndarray, ...]:
+    """Interpolate every curve on one grid up to the shortest run; mean and std across runs."""
+    end = min(steps[-1] for steps, _ in curves)
+    start = max(steps[0] for steps, _ in curves)
+    grid = np.linspace(start, end, points) if end > start else np.array([end])
+    values = np.stack([np.interp(grid, steps, vals) for steps, vals in curves])
+    return grid, values.mean(axis=0), values.std(axis=0)
+
+
+def plot(groups: dict[str, dict[str, list]], tag: str, out: Path, points: int) -> None:
+    """One panel per env, one line (mean ± std) per policy."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.2), squeeze=False)
+    for ax, (env_id, lines) in zip(axes[0], sorted(groups.items()), strict=True):
+        for label, curves in sorted(lines.items()):
+            grid, mean, std = mean_and_std(curves, points)
+            (line,) = ax.plot(grid, mean, label=f"{label} ({len(curves)} run{'s' * (len(curves) > 1)})")
+            if len(curves) > 1:
+                ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(env_id)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(tag)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.ArgumentParser(prog="python -m train.plot", description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders holding them")
+    parser.add_argument(
+        "--tag",
+        default="rollout/ep_rew_mean",
+        help="scalar to plot, e.g. rollout/success_rate, eval/mean_reward (default: rollout/ep_rew_mean)",
+    )
+    parser.add_argument(
+        "--out", default="learning_curves.png", metavar="FILE.png", help="output image (default: learning_curves.png)"
+    )
+    parser.add_argument("--points", type=int, default=200, help="grid points per curve (default: 200)")
+    return parser
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    points = common.check_positive("--points", args.points)
+    groups = collect(find_runs(args.runs), args.tag)
+    out = Path(args.out)
+    plot(groups, args.tag, out, points)
+    n_runs = sum(len(curves) for lines in groups.values() for curves in lines.values())
+    print(f"wrote {out} ({n_runs} runs, {sum(len(lines) for lines in groups.values())} lines)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    return common.run_cli(build_parser(), run_plot, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
