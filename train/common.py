@@ -372,6 +372,7 @@ def load_model(
     except (
         OSError,
         EOFError,
+        AssertionError,  # SB3: "No data found in the saved file"
         KeyError,
         ValueError,
         RuntimeError,

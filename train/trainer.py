@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ DEFAULT_ENV = "fw_agents/Catch-N16-M3-v0"
 DEFAULT_POLICY = "fast-weights"
 #: Options that change the model or its data; a resumed run keeps the ones it was started with.
 FIXED_ON_RESUME = ("env", "policy", "seed", "n_envs", "hidden_size", "hparams", "config", "policy_kwargs", "save_dir")
+#: Episodes per evaluation; a resumed run keeps its own, so that evaluations.npz stays one array.
+DEFAULT_EVAL_EPISODES = 50
 
 
 def build_parser(algo: str) -> argparse.ArgumentParser:
@@ -99,7 +102,12 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--eval-freq", type=int, default=None, help="env steps between evaluations (default: 1/20 of the run; 0: none)"
     )
-    parser.add_argument("--eval-episodes", type=int, default=50, help="episodes per evaluation (default: 50)")
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=None,
+        help=f"episodes per evaluation (default: {DEFAULT_EVAL_EPISODES}; a resumed run keeps its own)",
+    )
     parser.add_argument(
         "--checkpoint-freq",
         type=int,
@@ -226,12 +234,12 @@ def _callbacks(
     config: dict[str, Any],
     save_dir: Path,
     eval_env: VecEnv,
-    n_envs: int,
     n_timesteps: int,
     log_interval: int,
     resumed_at: int | None,
 ) -> list[BaseCallback]:
     """Checkpoints, evaluation with the best model kept, memory statistics, and the run's config."""
+    n_envs = config["hyperparams"]["n_envs"]
     callbacks: list[BaseCallback] = [
         RunConfigCallback(config, save_dir / common.CONFIG_NAME),
         MemoryStatsCallback(every_n_rollouts=log_interval),
@@ -253,7 +261,7 @@ def _callbacks(
         best_stats = common.vecnormalize_path(save_dir / common.BEST_MODEL_NAME)
         evaluation = EvalCallback(
             eval_env,
-            n_eval_episodes=args.eval_episodes,
+            n_eval_episodes=config["eval_episodes"],
             eval_freq=max(eval_freq // n_envs, 1),
             log_path=str(save_dir),
             best_model_save_path=str(save_dir),
@@ -272,7 +280,8 @@ def _check_options(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 0:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
-    common.check_positive("--eval-episodes", args.eval_episodes)
+    if args.eval_episodes is not None:
+        common.check_positive("--eval-episodes", args.eval_episodes)
     if args.total_timesteps is not None:
         common.check_positive("--total-timesteps", args.total_timesteps)
 
@@ -306,110 +315,133 @@ def _build_model(
         ) from None
 
 
-def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> int:
-    """Train, save, evaluate and summarise one run."""
-    _check_options(args)
-    algo_class = common.load_algorithm(algo)
-    resume_path, resume_config = _resume_target(args, algo) if args.resume else (None, None)
-    base = resume_config or {}
-    env_id = common.resolve_env_id(base.get("env_id") or args.env or DEFAULT_ENV)
-    policy = base.get("policy") or args.policy or DEFAULT_POLICY
-    seed = base.get("seed", args.seed if args.seed is not None else 0)
-    if resume_config is not None:
-        params = dict(resume_config["hyperparams"])
-        sources = list(resume_config.get("hyperparams_sources", []))
-        save_dir = common.find_run_config(resume_path).parent  # where it is now, wherever it was made
-        tensorboard_log = resume_config.get("tensorboard_log")
-    else:
-        params, sources = _hyperparams(args, algo, env_id, policy)
-        save_dir = Path(args.save_dir or common.default_save_dir("runs", algo, env_id, policy, seed))
-        common.check_save_dir_free(save_dir)
-        tensorboard_log = None if args.tensorboard_log.lower() == "none" else args.tensorboard_log
-    n_envs, normalize = params["n_envs"], params.get("normalize", False)
-    n_timesteps = args.total_timesteps or params["n_timesteps"]
-    env_kwargs = params.get("env_kwargs") or {}
+@dataclass
+class Run:
+    """A run being trained: what :func:`run_training` needs once the model exists."""
 
-    if resume_path is not None:
-        model = common.load_model(
-            algo_class, resume_path, None, args.device, tensorboard_log=tensorboard_log, verbose=args.verbose
-        )
-        resumed_at = model.num_timesteps
-        # A different env seed from the original start, so a resumed run does not replay its first episodes.
-        env_seed = seed + resumed_at
-        stats = common.vecnormalize_path(resume_path) if normalize else None
-        if stats is not None and not stats.exists():
-            raise CLIError(f"the run normalises observations but {stats} is missing")
-        venv = common.make_env(env_id, n_envs, env_seed, env_kwargs, normalize, stats_path=stats)
-        try:
-            model.set_env(venv)
-        except (AssertionError, ValueError) as error:
-            raise CLIError(f"{resume_path} does not fit {env_id}: {' '.join(str(error).split())}") from None
-        model.set_random_seed(env_seed)
-        policy_alias, policy_class = base.get("policy_alias"), type(model.policy)
-        config = dict(resume_config)
-        config.setdefault("resumed", []).append(
-            {"from": str(resume_path), "at_step": resumed_at, "command": _command(algo, argv), "started": _now()}
-        )
-    else:
-        resumed_at, env_seed = None, seed
-        venv = common.make_env(env_id, n_envs, env_seed, env_kwargs, normalize)
-        policy_alias, policy_class = common.select_policy(policy, venv.observation_space, venv.action_space)
-        model = _build_model(algo_class, policy_class, venv, params, policy, args, seed, tensorboard_log)
-        config = {
-            "algorithm": algo,
-            "algorithm_class": f"{algo_class.__module__}.{algo_class.__name__}",
-            "env_id": env_id,
-            "policy": policy,
-            "policy_alias": policy_alias,
-            "policy_class": f"{policy_class.__module__}.{policy_class.__name__}",
-            "seed": seed,
-            "device": args.device,
-            "threads": args.threads,
-            "hyperparams": params,
-            "hyperparams_sources": sources,
-            "save_dir": str(save_dir),
-            "tensorboard_log": tensorboard_log,
-            "command": _command(algo, argv),
-            "started": _now(),
-            "versions": common.versions(),
-        }
+    model: BaseAlgorithm
+    venv: VecEnv
+    config: dict[str, Any]
+    save_dir: Path
+    env_seed: int
+    resumed_at: int | None = None  # steps of the model a resumed run starts from
+
+
+def _new_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> Run:
+    """Merge the hyperparameters, claim the run folder, make the env and a new model."""
+    algo_class = common.load_algorithm(algo)
+    env_id = common.resolve_env_id(args.env or DEFAULT_ENV)
+    policy = args.policy or DEFAULT_POLICY
+    seed = 0 if args.seed is None else args.seed
+    params, sources = _hyperparams(args, algo, env_id, policy)
+    save_dir = Path(args.save_dir or common.default_save_dir("runs", algo, env_id, policy, seed))
+    common.check_save_dir_free(save_dir)
+    tensorboard_log = None if args.tensorboard_log.lower() == "none" else args.tensorboard_log
+    venv = common.make_env(env_id, params["n_envs"], seed, params.get("env_kwargs"), params.get("normalize", False))
+    policy_alias, policy_class = common.select_policy(policy, venv.observation_space, venv.action_space)
+    model = _build_model(algo_class, policy_class, venv, params, policy, args, seed, tensorboard_log)
+    config = {
+        "algorithm": algo,
+        "algorithm_class": f"{algo_class.__module__}.{algo_class.__name__}",
+        "env_id": env_id,
+        "policy": policy,
+        "policy_alias": policy_alias,
+        "policy_class": f"{policy_class.__module__}.{policy_class.__name__}",
+        "seed": seed,
+        "device": args.device,
+        "threads": args.threads,
+        "hyperparams": params,
+        "hyperparams_sources": sources,
+        "eval_episodes": args.eval_episodes or DEFAULT_EVAL_EPISODES,
+        "save_dir": str(save_dir),
+        "tensorboard_log": tensorboard_log,
+        "command": _command(algo, argv),
+        "started": _now(),
+        "versions": common.versions(),
+    }
+    return Run(model, venv, config, save_dir, env_seed=seed)
+
+
+def _resumed_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> Run:
+    """Load the model to continue and its run's settings, and make its env (with its normalisation)."""
+    model_path, config = _resume_target(args, algo)
+    save_dir = common.find_run_config(model_path).parent  # where the run is now, wherever it was made
+    params = config["hyperparams"]
+    env_id = common.resolve_env_id(config["env_id"])
+    model = common.load_model(
+        common.load_algorithm(algo),
+        model_path,
+        None,
+        args.device,
+        tensorboard_log=config.get("tensorboard_log"),
+        verbose=args.verbose,
+    )
+    resumed_at = model.num_timesteps
+    # Another env seed than the run's start, so that a resumed run does not replay its first episodes.
+    env_seed = config.get("seed", 0) + resumed_at
+    normalize = params.get("normalize", False)
+    stats = common.vecnormalize_path(model_path) if normalize else None
+    if stats is not None and not stats.exists():
+        raise CLIError(f"the run normalises observations but {stats} is missing")
+    venv = common.make_env(env_id, params["n_envs"], env_seed, params.get("env_kwargs"), normalize, stats_path=stats)
+    try:
+        model.set_env(venv)
+    except (AssertionError, ValueError) as error:
+        raise CLIError(f"{model_path} does not fit {env_id}: {' '.join(str(error).split())}") from None
+    model.set_random_seed(env_seed)
+    config.setdefault("eval_episodes", DEFAULT_EVAL_EPISODES)
+    if args.eval_episodes not in (None, config["eval_episodes"]):
+        raise CLIError(f"--eval-episodes cannot be changed when resuming (the run uses {config['eval_episodes']})")
+    config.setdefault("resumed", []).append(
+        {"from": str(model_path), "at_step": resumed_at, "command": _command(algo, argv), "started": _now()}
+    )
+    return Run(model, venv, config, save_dir, env_seed, resumed_at)
+
+
+def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> int:
+    """Train, save, evaluate and summarise one run (new or resumed)."""
+    _check_options(args)
+    run = _resumed_run(args, algo, argv) if args.resume else _new_run(args, algo, argv)
+    model, config, save_dir = run.model, run.config, run.save_dir
+    params = config["hyperparams"]
+    n_timesteps = args.total_timesteps or params["n_timesteps"]
+    eval_episodes = config["eval_episodes"]
     save_dir.mkdir(parents=True, exist_ok=True)
     eval_env = common.make_env(
-        env_id, min(args.eval_episodes, 16), env_seed + 10_000, env_kwargs, normalize, training=False
+        config["env_id"],
+        min(eval_episodes, 16),
+        run.env_seed + 10_000,
+        params.get("env_kwargs"),
+        params.get("normalize", False),
+        training=False,
     )
     log_interval = _log_interval(args, model, n_timesteps)
-    callbacks = _callbacks(args, config, save_dir, eval_env, n_envs, n_timesteps, log_interval, resumed_at)
+    callbacks = _callbacks(args, config, save_dir, eval_env, n_timesteps, log_interval, run.resumed_at)
     progress_bar = sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
 
     start = time.perf_counter()
-    interrupted = False
     try:
         model.learn(
             n_timesteps,
             callback=callbacks,
             log_interval=log_interval,
             tb_log_name=save_dir.name,
-            reset_num_timesteps=resume_path is None,
+            reset_num_timesteps=run.resumed_at is None,
             progress_bar=progress_bar,
         )
     except KeyboardInterrupt:
-        interrupted = True  # save what there is, so the run can be resumed
-    wall_time = time.perf_counter() - start
-
-    model_path = save_dir / common.MODEL_NAME
-    model.save(str(model_path))
-    if model.get_vec_normalize_env() is not None:
-        model.get_vec_normalize_env().save(str(common.vecnormalize_path(model_path)))
-    if interrupted:
+        _save(model, save_dir)  # what there is, so that the run can be resumed
         print(
-            f"interrupted at step {model.num_timesteps}; saved {model_path}; continue with "
+            f"interrupted at step {model.num_timesteps}; saved {save_dir / common.MODEL_NAME}; continue with "
             f"python -m train.{algo} --resume {save_dir}",
             file=sys.stderr,
         )
         return 130
+    wall_time = time.perf_counter() - start
+    model_path = _save(model, save_dir)
 
-    sync_envs_normalization(venv, eval_env)
-    final = common.evaluate(model, eval_env, args.eval_episodes, deterministic=True)
+    sync_envs_normalization(run.venv, eval_env)
+    final = common.evaluate(model, eval_env, eval_episodes, deterministic=True)
     config = callbacks[0].config  # with the TensorBoard folder filled in
     config["result"] = {
         "num_timesteps": int(model.num_timesteps),
@@ -417,10 +449,20 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
         "final_eval_deterministic": final.as_dict(),
     }
     (save_dir / common.CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    _print_summary(config, save_dir, model_path, wall_time, final, policy_alias)
-    venv.close()
+    _print_summary(config, save_dir, model_path, wall_time, final)
+    run.venv.close()
     eval_env.close()
     return 0
+
+
+def _save(model: BaseAlgorithm, save_dir: Path) -> Path:
+    """``model.zip``, and ``model_vecnormalize.pkl`` if the env is normalised."""
+    model_path = save_dir / common.MODEL_NAME
+    model.save(str(model_path))
+    vec_normalize = model.get_vec_normalize_env()
+    if vec_normalize is not None:
+        vec_normalize.save(str(common.vecnormalize_path(model_path)))
+    return model_path
 
 
 def _print_summary(
@@ -429,11 +471,11 @@ def _print_summary(
     model_path: Path,
     wall_time: float,
     final: common.EvalResult,
-    policy_alias: str | None,
 ) -> None:
     best = save_dir / common.BEST_MODEL_NAME
     lines = [
-        f"{config['algorithm']} {config['policy']} ({policy_alias}) on {config['env_id']}, seed {config['seed']}: "
+        f"{config['algorithm']} {config['policy']} ({config.get('policy_alias')}) on {config['env_id']}, "
+        f"seed {config['seed']}: "
         f"{config['result']['num_timesteps']} steps in {wall_time:.1f} s",
         f"  final evaluation (deterministic): {final.summary()}",
         f"  model:       {model_path}" + (f"  (best: {best})" if best.exists() else ""),

@@ -1,0 +1,289 @@
+"""End-to-end tests of the command lines (train.a2c, train.ppo, train.evaluate, train.plot) on tiny budgets.
+
+Each CLI's ``main(argv)`` runs in-process (fast); one real ``python -m train.a2c`` subprocess shows the exit
+status and the absence of tracebacks as a user sees them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from train import a2c, common, evaluate, plot, ppo
+
+REPO = Path(__file__).resolve().parents[2]
+CATCH = "fw_agents/Catch-N16-M3-v0"  # 15-step episodes: several finish within a tiny budget
+
+
+def tiny(tmp_path: Path, name: str = "run", steps: int = 120, *extra: str) -> list[str]:
+    """Arguments for a run of a few seconds in ``tmp_path``."""
+    return [
+        "--env", CATCH, "--n-envs", "2", "--total-timesteps", str(steps), "--hidden-size", "8",
+        "--eval-episodes", "2", "--eval-freq", "60", "--checkpoint-freq", "60", "--log-interval", "1",
+        "--no-progress-bar", "--verbose", "0",
+        "--save-dir", str(tmp_path / name), "--tensorboard-log", str(tmp_path / "tb"), *extra,
+    ]  # fmt: skip
+
+
+def run_config(run: Path) -> dict:
+    return yaml.safe_load((run / "config.yml").read_text())
+
+
+def tensorboard_tags(directory: str | Path) -> tuple[set[str], set[str], EventAccumulator]:
+    accumulator = EventAccumulator(str(directory))
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    return set(tags["scalars"]), set(tags["tensors"]), accumulator
+
+
+# ----------------------------------------------------------------------------------------------- training
+@pytest.mark.parametrize("policy", ["fast-weights", "lstm", "gru", "mlp"])
+def test_a2c_trains_saves_and_logs(tmp_path: Path, policy: str, capsys: pytest.CaptureFixture) -> None:
+    assert a2c.main([*tiny(tmp_path), "--policy", policy]) == 0
+    run = tmp_path / "run"
+    for name in ("model.zip", "best_model.zip", "evaluations.npz", "config.yml", "checkpoints/model_60_steps.zip"):
+        assert (run / name).exists(), name
+    config = run_config(run)
+    assert config["algorithm"] == "a2c" and config["policy"] == policy and config["env_id"] == CATCH
+    assert config["policy_alias"] == {"fast-weights": "MlpFastWeightsPolicy", "lstm": "MlpLstmPolicy",
+                                      "gru": "MlpGruPolicy", "mlp": "MlpNoMemoryPolicy"}[policy]  # fmt: skip
+    assert config["hyperparams"]["policy_kwargs"]["hidden_size"] == 8
+    assert {"torch", "stable-baselines3", "sb3-contrib", "gymnasium", "fw-agents"} <= set(config["versions"])
+    assert "--total-timesteps 120" in config["command"]
+    assert config["result"]["num_timesteps"] == 120
+    assert 0.0 <= config["result"]["final_eval_deterministic"]["success_rate"] <= 1.0
+
+    scalars, tensors, _ = tensorboard_tags(config["tensorboard_dir"])
+    expected = {"rollout/ep_rew_mean", "rollout/success_rate", "train/policy_loss", "train/value_loss",
+                "train/entropy_loss", "eval/mean_reward", "eval/success_rate"}  # fmt: skip
+    assert expected <= scalars, expected - scalars
+    memory_tags = {"memory/fast_weights_norm", "memory/fast_slow_ratio"}
+    assert (memory_tags <= scalars) == (policy == "fast-weights")
+    assert any(tag.startswith("config") for tag in tensors)
+
+    summary = capsys.readouterr().out
+    assert "final evaluation" in summary and str(run / "model.zip") in summary and "tensorboard:" in summary
+
+
+def test_memory_stats_are_sane(tmp_path: Path) -> None:
+    assert a2c.main(tiny(tmp_path)) == 0
+    _, _, accumulator = tensorboard_tags(run_config(tmp_path / "run")["tensorboard_dir"])
+    norms = [event.value for event in accumulator.Scalars("memory/fast_weights_norm")]
+    ratios = [event.value for event in accumulator.Scalars("memory/fast_slow_ratio")]
+    assert all(np.isfinite(norms)) and all(value >= 0 for value in norms) and max(norms) > 0
+    assert all(np.isfinite(ratios)) and all(value >= 0 for value in ratios)
+
+
+def test_ppo_trains(tmp_path: Path) -> None:
+    args = [*tiny(tmp_path), "--hparams", "n_steps=16", "batch_size=16", "n_epochs=1", "learning_rate=lin_3e-4"]
+    assert ppo.main(args) == 0
+    config = run_config(tmp_path / "run")
+    assert config["algorithm"] == "ppo" and config["policy_alias"] == "MlpFastWeightsPolicy"
+    assert config["hyperparams"]["learning_rate"] == "lin_3e-4"
+    scalars, _, _ = tensorboard_tags(config["tensorboard_dir"])
+    assert {"rollout/ep_rew_mean", "train/clip_fraction", "memory/fast_weights_norm"} <= scalars
+
+
+def test_resume_continues_step_count(tmp_path: Path) -> None:
+    assert a2c.main(tiny(tmp_path)) == 0
+    run = tmp_path / "run"
+    first = run_config(run)
+    resume = ["--resume", str(run), "--total-timesteps", "60", "--no-progress-bar", "--verbose", "0",
+              "--eval-freq", "60", "--checkpoint-freq", "60", "--log-interval", "1"]  # fmt: skip
+    assert a2c.main(resume) == 0
+    config = run_config(run)
+    assert config["result"]["num_timesteps"] == 180
+    assert config["resumed"][0]["at_step"] == 120
+    # Same TensorBoard folder, steps continuing past the first part.
+    assert config["tensorboard_dir"] == first["tensorboard_dir"]
+    _, _, accumulator = tensorboard_tags(config["tensorboard_dir"])
+    assert max(event.step for event in accumulator.Scalars("train/policy_loss")) > 120
+    assert (run / "checkpoints" / "model_180_steps.zip").exists()
+    with np.load(run / "evaluations.npz") as data:
+        assert list(data["timesteps"]) == [60, 120, 180]
+    # Also from a checkpoint.
+    checkpoint = run / "checkpoints" / "model_60_steps.zip"
+    assert a2c.main(["--resume", str(checkpoint), *resume[2:]]) == 0
+    assert run_config(run)["result"]["num_timesteps"] == 120
+
+
+def test_normalize_saved_and_applied_frozen(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert a2c.main([*tiny(tmp_path), "--hparams", "normalize={norm_obs: true, norm_reward: true}"]) == 0
+    run = tmp_path / "run"
+    stats = ("model_vecnormalize.pkl", "best_model_vecnormalize.pkl", "checkpoints/model_vecnormalize_60_steps.pkl")
+    for name in stats:
+        assert (run / name).exists(), name
+    model, venv, _ = evaluate.load_run(run)
+    assert venv.training is False and venv.norm_reward is False
+    assert model.get_vec_normalize_env() is venv
+    assert evaluate.main([str(run / "best_model.zip"), "--episodes", "2"]) == 0
+    assert a2c.main(["--resume", str(run), "--total-timesteps", "30", "--no-progress-bar", "--verbose", "0"]) == 0
+
+
+def test_config_file_and_precedence(tmp_path: Path) -> None:
+    config_file = tmp_path / "hp.yml"
+    config_file.write_text(yaml.safe_dump({CATCH: {"n_steps": 4, "gamma": 0.9, "policy_kwargs": {"net_arch": [8]}}}))
+    args = [*tiny(tmp_path), "--config", str(config_file), "--hparams", "gamma=0.95"]
+    args += ["--policy-kwargs", "decay_rate=0.9"]
+    assert a2c.main(args) == 0
+    params = run_config(tmp_path / "run")["hyperparams"]
+    assert params["n_steps"] == 4 and params["gamma"] == 0.95  # --hparams beats --config
+    assert params["policy_kwargs"] == {"hidden_size": 8, "net_arch": [8], "decay_rate": 0.9}
+    # A run's config.yml is a valid --config: the same hyperparameters again.
+    assert a2c.main([*tiny(tmp_path, "again"), "--config", str(tmp_path / "run" / "config.yml")]) == 0
+    assert run_config(tmp_path / "again")["hyperparams"] == params
+
+
+def test_default_save_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = [arg for arg in tiny(tmp_path) if arg not in ("--save-dir", str(tmp_path / "run"))]
+    assert a2c.main([*args, "--policy", "mlp", "--seed", "3"]) == 0
+    assert (tmp_path / "runs" / "a2c-fw_agents_Catch-N16-M3-v0-mlp-s3" / "model.zip").exists()
+
+
+def test_real_subprocess_exit_status(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    good = subprocess.run([sys.executable, "-m", "train.a2c", *tiny(tmp_path, "run", 60)], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    assert "Traceback" not in good.stderr and "final evaluation" in good.stdout
+    bad = subprocess.run([sys.executable, "-m", "train.a2c", "--env", "NoSuchEnv-v0"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert "unknown environment 'NoSuchEnv-v0'" in bad.stderr
+
+
+# ----------------------------------------------------------------------------------------------- evaluate, plot
+def test_evaluate_prints_and_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert a2c.main(tiny(tmp_path)) == 0
+    capsys.readouterr()
+    gif = tmp_path / "episode.gif"
+    assert evaluate.main([str(tmp_path / "run"), "--episodes", "4", "--record", str(gif)]) == 0
+    out = capsys.readouterr().out
+    assert "deterministic" in out and "sampled" in out and "±" in out and "success" in out
+    with Image.open(gif) as image:
+        assert image.n_frames == 16  # the reset frame and one per step of a 15-step episode
+    # A checkpoint finds its run's config one folder up.
+    assert evaluate.main([str(tmp_path / "run" / "checkpoints" / "model_60_steps.zip"), "--episodes", "2"]) == 0
+
+
+def test_stateless_predict_warns(tmp_path: Path) -> None:
+    assert a2c.main(tiny(tmp_path)) == 0
+    model, venv, _ = evaluate.load_run(tmp_path / "run")
+    obs = venv.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        action, state = model.predict(obs)  # first call of an episode: fine
+        for _ in range(3):
+            action, state = model.predict(obs, state=state, episode_start=np.zeros(1, dtype=bool))
+    model.predict(obs)
+    with pytest.warns(evaluate.StatelessPredictWarning, match="without state"):
+        model.predict(obs)
+
+
+def test_plot_groups_policies_over_seeds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for policy in ("fast-weights", "mlp"):
+        for seed in ("0", "1"):
+            assert a2c.main([*tiny(tmp_path, f"{policy}-{seed}"), "--policy", policy, "--seed", seed]) == 0
+    capsys.readouterr()
+    out = tmp_path / "curves.png"
+    assert plot.main([str(tmp_path), "--out", str(out)]) == 0
+    assert "4 runs, 2 lines" in capsys.readouterr().out
+    with Image.open(out) as image:
+        assert image.size[0] > 100
+    grid, mean, std = plot.mean_and_std([(np.array([0.0, 10.0]), np.array([0.0, 1.0])),
+                                         (np.array([0.0, 20.0]), np.array([1.0, 3.0]))], 3)  # fmt: skip
+    np.testing.assert_allclose(grid, [0, 5, 10])
+    np.testing.assert_allclose(mean, [0.5, 1.0, 1.5])
+    np.testing.assert_allclose(std, [0.5, 0.5, 0.5])
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+def bad(main, argv: list[str], capsys: pytest.CaptureFixture, *expected: str) -> str:
+    """Run ``main(argv)``; assert exit status 2 and one line on stderr containing every ``expected``."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_unknown_env_lists_memory_envs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad(a2c.main, [*tiny(tmp_path), "--env", "NoSuch-v0"], capsys, "unknown environment", CATCH,
+        "fw_agents/TMazePassive-L10-v0")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_policy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad(ppo.main, [*tiny(tmp_path), "--policy", "transformer"], capsys, "invalid choice", "fast-weights", "mlp")
+
+
+def test_unsupported_spaces(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Blackjack observes a Tuple; the test env below acts with a Tuple.
+    bad(a2c.main, [*tiny(tmp_path), "--env", "Blackjack-v1"], capsys, "observation space Tuple", "not supported")
+    bad(a2c.main, [*tiny(tmp_path), "--env", "tests.train.tuple_action_env:TupleAction-v0"], capsys,
+        "action space Tuple", "not supported")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option", [["--total-timesteps", "0"], ["--total-timesteps", "-5"],
+                                    ["--hparams", "n_timesteps=0"], ["--n-envs", "0"]])  # fmt: skip
+def test_non_positive_counts(tmp_path: Path, capsys: pytest.CaptureFixture, option: list[str]) -> None:
+    args = [arg for arg in tiny(tmp_path) if arg not in ("--total-timesteps", "120")]
+    if option[0] == "--n-envs":
+        args = [*tiny(tmp_path)]
+        args[args.index("--n-envs") + 1] = "0"
+        option = []
+    bad(a2c.main, [*args, *option], capsys, "positive integer")
+
+
+def test_bad_hyperparameters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad(a2c.main, [*tiny(tmp_path), "--hparams", "n_stepz=3"], capsys, "unknown hyperparameter(s) n_stepz")
+    bad(a2c.main, [*tiny(tmp_path), "--hparams", "gamma"], capsys, "key=value")
+    bad(a2c.main, [*tiny(tmp_path), "--policy", "lstm", "--policy-kwargs", "decay_rate=0.9"], capsys, "cannot build")
+    bad(a2c.main, [*tiny(tmp_path), "--config", str(tmp_path / "missing.yml")], capsys, "does not exist")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_or_corrupt_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad(evaluate.main, [str(tmp_path / "nothing.zip")], capsys, "does not exist")
+    bad(a2c.main, ["--resume", str(tmp_path / "nothing.zip")], capsys, "does not exist")
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(b"not a zip file at all")
+    bad(evaluate.main, [str(corrupt), "--algo", "a2c", "--env", CATCH], capsys, "cannot load", str(corrupt))
+    bad(evaluate.main, [str(corrupt)], capsys, "--algo and --env")
+    # A real model cut in half.
+    assert a2c.main(tiny(tmp_path)) == 0
+    model = tmp_path / "run" / "model.zip"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    bad(evaluate.main, [str(model)], capsys, "cannot load")
+    bad(a2c.main, ["--resume", str(model)], capsys, "cannot load")
+
+
+def test_refuses_to_overwrite_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert a2c.main(tiny(tmp_path)) == 0
+    run = tmp_path / "run"
+    before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    bad(a2c.main, tiny(tmp_path), capsys, "is not empty", "--resume", "--save-dir")
+    assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
+    bad(a2c.main, ["--resume", str(run), "--policy", "mlp"], capsys, "--policy", "cannot be changed")
+    bad(ppo.main, ["--resume", str(run)], capsys, "trained with 'a2c'", "train.a2c")
+
+
+def test_value_parsing() -> None:
+    assert common.parse_assignments(["a=7e-4", "b=[64, 64]", "c=true", "d=nn.ReLU", "e={x: 1}"], "--hparams") == {
+        "a": 7e-4, "b": [64, 64], "c": True, "d": "nn.ReLU", "e": {"x": 1}}  # fmt: skip
+    assert common.vecnormalize_path("r/model.zip").name == "model_vecnormalize.pkl"
+    assert common.vecnormalize_path("r/checkpoints/model_60_steps.zip").name == "model_vecnormalize_60_steps.pkl"
+    assert common.to_schedule("lin_1e-3")(0.5) == pytest.approx(5e-4)
