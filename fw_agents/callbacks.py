@@ -6,7 +6,8 @@
 * :class:`RunConfigCallback` writes a run's configuration as YAML and as TensorBoard text.
 * :class:`SaveVecNormalizeCallback` saves ``VecNormalize`` statistics next to a model (e.g. the best one).
 
-All work with any algorithm that keeps its live memory state in ``_last_lstm_states`` (sb3-contrib's
+All work with any algorithm that keeps its live memory state in ``_last_lstm_states``, its observations in
+``_last_obs`` and ``_last_episode_starts``, and updates them after calling ``on_step`` (sb3-contrib's
 RecurrentPPO and fw-agents' RecurrentA2C).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 import torch as th
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
@@ -23,37 +25,58 @@ from stable_baselines3.common.utils import obs_as_tensor
 
 
 class MemoryStatsCallback(BaseCallback):
-    """Logs fast-weight memory statistics to the SB3 logger every ``every_n_rollouts`` rollouts.
+    """Logs fast-weight memory statistics to the SB3 logger, every ``every_n_rollouts`` rollouts.
 
-    At the end of a rollout it runs the memory cores of the policy one extra step, without gradients, from
-    the live memory state of the training envs on their latest observations, with ``collect_stats`` switched
-    on for that step only: the numbers describe the memory the agent is acting with right now, averaged over
-    the envs, and the cost is one batched step. No action is sampled, so the random streams (and hence a
-    seeded run) are unchanged.
+    During a measured rollout it runs the memory cores of the policy, at up to ``samples_per_rollout`` evenly
+    spaced steps, one extra time without gradients, on exactly the input of the step just taken (the envs'
+    observations and memory state before it), with ``collect_stats`` on for that call only; the logged values
+    are the means over those steps and the envs. Spreading the samples over the rollout matters: a rollout
+    as long as the episodes (all envs in step) would otherwise always be measured at the same episode phase.
+    No action is sampled, so the random streams, and hence a seeded run, are unchanged.
 
-    Tags: ``memory/fast_weights_norm`` and ``memory/fast_slow_ratio`` for the actor's core, and
-    ``memory/critic_fast_weights_norm`` / ``memory/critic_fast_slow_ratio`` when the critic has a fast-weights
-    core of its own. Policies without a fast-weights core log nothing.
+    Tags: ``memory/fast_weights_norm`` (mean ‖A‖ after the step's write) and ``memory/fast_slow_ratio``
+    (mean ‖A h‖ / ‖W h + C x‖) for the actor's core, ``memory/critic_…`` likewise when the critic has a
+    fast-weights core of its own. Policies without a fast-weights core log nothing and cost nothing.
 
     :param every_n_rollouts: rollouts between two measurements. Use the algorithm's ``log_interval`` so that
         each measurement lands in the log dump that follows it (the logger keeps only the last value).
+    :param samples_per_rollout: most steps measured in a measured rollout.
     """
 
-    def __init__(self, every_n_rollouts: int = 1, verbose: int = 0) -> None:
+    def __init__(self, every_n_rollouts: int = 1, samples_per_rollout: int = 8, verbose: int = 0) -> None:
         super().__init__(verbose)
-        if every_n_rollouts < 1:
-            raise ValueError(f"every_n_rollouts must be >= 1, got {every_n_rollouts}")
+        if every_n_rollouts < 1 or samples_per_rollout < 1:
+            raise ValueError(
+                f"every_n_rollouts and samples_per_rollout must be >= 1, got {every_n_rollouts}, {samples_per_rollout}"
+            )
         self.every_n_rollouts = every_n_rollouts
+        self.samples_per_rollout = samples_per_rollout
         self.n_rollouts = 0
+        self._step = 0
+        self._active = False
+        self._samples: list[dict[str, float]] = []
+
+    def _on_rollout_start(self) -> None:
+        self.n_rollouts += 1
+        self._active = self.n_rollouts % self.every_n_rollouts == 0 and bool(self._stat_layouts())
+        self._step = 0
+        self._samples = []
 
     def _on_step(self) -> bool:
+        if self._active:
+            stride = max(1, getattr(self.model, "n_steps", 1) // self.samples_per_rollout)
+            if self._step % stride == 0:
+                sample = self.measure()
+                if sample:
+                    self._samples.append(sample)
+            self._step += 1
         return True
 
     def _on_rollout_end(self) -> None:
-        self.n_rollouts += 1
-        if self.n_rollouts % self.every_n_rollouts == 0:
-            for key, value in self.measure().items():
-                self.logger.record(f"memory/{key}", value)
+        if self._samples:
+            for key in self._samples[0]:
+                self.logger.record(f"memory/{key}", float(np.mean([sample[key] for sample in self._samples])))
+        self._samples = []
 
     def _stat_layouts(self) -> list[tuple[str, Any]]:
         """``(prefix, state-layout module)`` for each memory of the policy whose core collects stats."""
@@ -69,7 +92,8 @@ class MemoryStatsCallback(BaseCallback):
         return found
 
     def measure(self) -> dict[str, float]:
-        """One stats step on the live state; ``{}`` if the policy has no fast-weights core or no state yet."""
+        """Stats of one step from the model's current observations and memory state (inside ``on_step``: the
+        input of the step just taken); ``{}`` if the policy has no fast-weights core or there is no state yet."""
         layouts = self._stat_layouts()
         states = getattr(self.model, "_last_lstm_states", None)
         last_obs = getattr(self.model, "_last_obs", None)
