@@ -35,7 +35,8 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from fw_agents.policies import POLICY_ALIASES
+from fw_agents.policies import POLICY_ALIASES, RecurrentMemoryActorCriticPolicy
+from fw_agents.predict_guard import StatelessPredictGuard
 
 SelfRecurrentA2C = TypeVar("SelfRecurrentA2C", bound="RecurrentA2C")
 
@@ -185,6 +186,7 @@ class RecurrentA2C(OnPolicyAlgorithm):
         self.normalize_advantage = normalize_advantage
         # Live memory state of the training envs, carried across rollouts (never saved).
         self._last_lstm_states: RNNStates | None = None
+        self._predict_guard = StatelessPredictGuard()
 
         # RMSprop as in the original A2C (and SB3's use_rms_prop), unless the user chose an optimizer.
         if use_rms_prop and "optimizer_class" not in self.policy_kwargs:
@@ -368,6 +370,19 @@ class RecurrentA2C(OnPolicyAlgorithm):
             progress_bar=progress_bar,
         )
 
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``; warns when the returned state is dropped step after step (our policies warn
+        by themselves, this covers sb3-contrib's LSTM policies)."""
+        if not isinstance(self.policy, RecurrentMemoryActorCriticPolicy):
+            self._predict_guard(state)
+        return super().predict(observation, state, episode_start, deterministic)
+
     def _excluded_save_params(self) -> list[str]:
         # The live memory belongs to the training envs, not the model: a loaded model starts from zeros.
-        return [*super()._excluded_save_params(), "_last_lstm_states"]
+        return [*super()._excluded_save_params(), "_last_lstm_states", "_predict_guard"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, ClassVar
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
@@ -33,6 +34,7 @@ from torch import nn
 
 from fw_agents.memory import FastWeightsRNN, GRUCore, MemoryCore, NoMemoryCore
 from fw_agents.memory.base import check_positive_int
+from fw_agents.predict_guard import StatelessPredictGuard
 
 
 class MemoryStateLayout(nn.Module):
@@ -158,6 +160,7 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
         # (n_layers, 1, slot): what predict() uses to build a zero state.
         self.lstm_hidden_state_shape = (1, 1, self.lstm_actor.hidden_size)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        self._predict_guard = StatelessPredictGuard()
 
     @classmethod
     def _check_memory_kwargs(cls, memory_kwargs: dict[str, Any]) -> None:
@@ -182,6 +185,17 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
     ) -> tuple[th.Tensor, tuple[th.Tensor, th.Tensor]]:
         """Replaces sb3-contrib's LSTM loop: the core handles resets (and whole sequences) itself."""
         return lstm(features, lstm_states, episode_starts)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """sb3-contrib's ``predict``, warning (:class:`StatelessPredictWarning`) when the state is dropped."""
+        self._predict_guard(state)
+        return super().predict(observation, state, episode_start, deterministic)
 
     def memory_cores(self) -> list[MemoryCore]:
         """The cores this policy holds (one, or two with a critic memory)."""

@@ -1,5 +1,7 @@
 """The recurrent policies with stock sb3-contrib RecurrentPPO and SB3's tools."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch as th
@@ -203,3 +205,19 @@ def test_bad_policy_arguments(kwargs, message):
 
 def test_all_aliases_are_memory_policies():
     assert all(issubclass(cls, RecurrentMemoryActorCriticPolicy) for cls in POLICY_ALIASES.values())
+
+
+def test_predict_warns_when_the_state_is_dropped():
+    from fw_agents.predict_guard import StatelessPredictWarning
+
+    env = make_env()
+    model = RecurrentPPO(FastWeightsActorCriticPolicy, env, policy_kwargs=SMALL, **PPO_SMALL)
+    obs = env.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, state = model.predict(obs)  # first step of an episode: fine
+        model.predict(obs, state=state)
+        evaluate_policy(model, env, n_eval_episodes=2)
+    model.predict(obs)
+    with pytest.warns(StatelessPredictWarning, match="state"):
+        model.predict(obs)
