@@ -4,16 +4,14 @@ The algorithm, env and normalisation are read from the run's ``config.yml`` next
 up, for checkpoints); ``--env``/``--algo`` name them for models made elsewhere. Episodes run through SB3's
 ``evaluate_policy``, which threads the memory ``state`` and ``episode_start`` from step to step.
 
-Trap closed here: a recurrent model's ``predict(obs)`` without ``state`` runs from an empty memory every call.
-:func:`load_run` returns models whose ``predict`` warns (:class:`StatelessPredictWarning`) the second time in a
-row it is called without ``state``.
+:func:`load_run` is the same loading for Python code (a notebook, a script). Thread the state there too:
+``action, state = model.predict(obs, state=state, episode_start=episode_start)``; fw-agents' models warn
+(``fw_agents.predict_guard.StatelessPredictWarning``) when ``predict`` is called again without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,42 +24,6 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from train import common
 from train.common import CLIError
-
-
-class StatelessPredictWarning(UserWarning):
-    """A recurrent model's ``predict`` was called step after step without ``state``."""
-
-
-def guard_stateless_predict(model: BaseAlgorithm) -> BaseAlgorithm:
-    """Make ``model.predict`` warn (once) when it is called twice in a row without ``state``.
-
-    The first call of an episode legitimately has ``state=None`` (SB3's ``evaluate_policy`` does that); a second
-    consecutive one means the caller drops the returned state, so every step starts from an empty memory.
-    Non-recurrent models are returned unchanged.
-    """
-    if not hasattr(model.policy, "lstm_actor"):
-        return model
-    predict = model.predict
-    stateless_calls = 0
-    warned = False
-
-    @functools.wraps(predict)
-    def guarded(observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
-        nonlocal stateless_calls, warned
-        stateless_calls = stateless_calls + 1 if state is None else 0
-        if stateless_calls >= 2 and not warned:
-            warned = True
-            warnings.warn(
-                "predict() was called again without state: a recurrent model then acts from an empty memory at "
-                "every step. Pass the returned state back: action, state = model.predict(obs, state=state, "
-                "episode_start=episode_start)",
-                StatelessPredictWarning,
-                stacklevel=2,
-            )
-        return predict(observation, state=state, episode_start=episode_start, deterministic=deterministic)
-
-    model.predict = guarded  # type: ignore[method-assign]
-    return model
 
 
 def _run_settings(model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -90,7 +52,7 @@ def load_run(
     """Load a saved model with its evaluation env (frozen ``VecNormalize`` if the run normalised).
 
     :param model: a model ``.zip`` or a run folder (its ``model.zip``).
-    :return: the model (``predict`` guarded, see :func:`guard_stateless_predict`), the env, the run settings.
+    :return: the model, the env, the run settings (``algorithm``, ``env_id``, ``hyperparams``, ``model_path``).
     """
     model_path = common.locate_model(model)
     settings = _run_settings(model_path, argparse.Namespace(algo=algo, env=env))
@@ -105,7 +67,7 @@ def load_run(
     venv = common.make_env(env_id, n_envs, seed, params.get("env_kwargs"), stats_path=stats, training=False)
     loaded = common.load_model(algo_class, model_path, venv, device)
     settings.update(model_path=str(model_path), env_id=env_id)
-    return guard_stateless_predict(loaded), venv, settings
+    return loaded, venv, settings
 
 
 def record_episode(

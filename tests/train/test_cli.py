@@ -18,6 +18,7 @@ import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from fw_agents.predict_guard import StatelessPredictWarning
 from train import a2c, common, evaluate, plot, ppo
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,7 +188,7 @@ def test_stateless_predict_warns(tmp_path: Path) -> None:
         for _ in range(3):
             action, state = model.predict(obs, state=state, episode_start=np.zeros(1, dtype=bool))
     model.predict(obs)
-    with pytest.warns(evaluate.StatelessPredictWarning, match="without state"):
+    with pytest.warns(StatelessPredictWarning, match="without state"):
         model.predict(obs)
 
 
