@@ -171,9 +171,15 @@ def run_core(args: argparse.Namespace) -> int:
     if args.quick:
         args.hidden_sizes, args.lengths, args.batch, args.input_size, args.repeats, args.warmup = [16], [8], 4, 8, 2, 1
     rows = bench_core(
-        args.hidden_sizes, args.lengths, args.batch, args.input_size, args.warmup, args.repeats, args.seed,
+        args.hidden_sizes,
+        args.lengths,
+        args.batch,
+        args.input_size,
+        args.warmup,
+        args.repeats,
+        args.seed,
         log=lambda line: print(line, file=sys.stderr, flush=True),
-    )  # fmt: skip
+    )
     print(format_core_table(rows))
     write_json(args.json, {"subcommand": "core", "settings": settings(args), "rows": rows})
     return 0
@@ -268,9 +274,17 @@ def bench_throughput(
     for hidden in hidden_sizes:
         for label, algorithm, policy in AGENTS:
             job = {
-                "algorithm": algorithm, "policy": policy, "env_id": env_id, "hidden_size": hidden, "n_envs": n_envs,
-                "n_steps": n_steps, "timesteps": timesteps, "repeats": repeats, "threads": threads, "seed": seed,
-            }  # fmt: skip
+                "algorithm": algorithm,
+                "policy": policy,
+                "env_id": env_id,
+                "hidden_size": hidden,
+                "n_envs": n_envs,
+                "n_steps": n_steps,
+                "timesteps": timesteps,
+                "repeats": repeats,
+                "threads": threads,
+                "seed": seed,
+            }
             if isolate:
                 with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
                     measured = pool.submit(measure_agent, job).result()
@@ -309,9 +323,17 @@ def run_throughput(args: argparse.Namespace) -> int:
         args.hidden_sizes, args.n_envs, args.n_steps, args.timesteps, args.repeats = [8], 2, 8, 16, 1
         args.isolate = False
     rows = bench_throughput(
-        args.hidden_sizes, args.env_id, args.n_envs, args.n_steps, args.timesteps, args.repeats, args.threads,
-        args.seed, args.isolate, log=lambda line: print(line, file=sys.stderr, flush=True),
-    )  # fmt: skip
+        args.hidden_sizes,
+        args.env_id,
+        args.n_envs,
+        args.n_steps,
+        args.timesteps,
+        args.repeats,
+        args.threads,
+        args.seed,
+        args.isolate,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     print(format_throughput_table(rows))
     write_json(args.json, {"subcommand": "throughput", "settings": settings(args), "rows": rows})
     return 0
