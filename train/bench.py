@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from train import bench_models
+from train.argtypes import OneLineArgumentParser
 
 
 def positive_int(text: str) -> int:
@@ -99,7 +100,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_envs_pars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0])
+    # OneLineArgumentParser: usage errors are one line; subparsers inherit the class.
+    parser = OneLineArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)

@@ -65,3 +65,10 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
 def test_missing_json_folder_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["core", "--quick", "--json", "/nonexistent-folder/x.json"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["core", "--hidden-sizes", "0"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m train.bench core: error:")
