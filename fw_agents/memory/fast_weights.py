@@ -14,11 +14,12 @@ Two computation paths give the same numbers:
 * ``"attention"`` never forms A(t) inside a sequence. It uses
   ``A(t) h = λ^{t-t₀} A₀ h + η Σ_{t₀<τ≤t} λ^{t-τ} h(τ) ⟨h(τ), h⟩`` (the read is attention over the
   hidden states of the sequence, plus the decayed memory A₀ carried in from before it): O(t·H) per step
-  on top of the A₀ read and O(T·B·H) memory for backprop.
+  on top of the A₀ read. Autograd keeps the key stack of every step, about T²·B·H/2 floats, plus A₀ once:
+  less than the explicit path while T < 2H.
 
 ``"auto"`` uses the explicit path for single steps (rollouts) and the attention path for sequences of up
-to ``attention_max_len`` steps (default H, where the two cross over in speed; the attention path is far
-lighter in memory at any length). ``python -m train.bench core`` measures both.
+to ``attention_max_len`` steps (default H, where the two cross over in speed and the attention path is
+also the lighter one). ``python -m train.bench core`` measures both.
 
 The packed state is ``[h, triu(A)]``: A is a decayed sum of outer products, so it is exactly symmetric
 and its upper triangle holds all of it. That halves what a rollout buffer stores per env-step:
