@@ -93,19 +93,24 @@ def run_cli(
 
 
 # ----------------------------------------------------------------------------------------------- values, YAML
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but ``1e-3`` is a float: YAML 1.1 wants ``1.0e-3`` and would load a string,
+    which only fails later, deep inside the algorithm."""
+
+
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"),
+    list("-+0123456789."),
+)
+
+
 def parse_value(text: str) -> Any:
-    """A command-line value: YAML (``true``, ``[64, 64]``, ``{a: 1}``), plus the floats YAML 1.1 leaves as
-    strings (``7e-4``)."""
+    """A command-line value, as YAML: ``true``, ``7e-4``, ``[64, 64]``, ``{a: 1}``; anything else is a string."""
     try:
-        value = yaml.safe_load(text)
+        return yaml.load(text, Loader=YAMLLoader)
     except yaml.YAMLError:
         return text
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def parse_assignments(items: Sequence[str] | None, option: str) -> dict[str, Any]:
@@ -123,7 +128,7 @@ def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
     """Read a YAML mapping; a missing, unreadable or non-mapping file is a :class:`CLIError`."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=YAMLLoader)
     except FileNotFoundError:
         raise CLIError(f"{what} {path} does not exist") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
@@ -321,7 +326,7 @@ def load_algorithm(algo: str) -> type[BaseAlgorithm]:
 def default_save_dir(root: str | Path, algo: str, env_id: str, policy: str, seed: int) -> Path:
     """``runs/a2c-fw_agents_Catch-N16-M3-v0-fast-weights-s0`` (the env's namespace kept: our MiniGrid ids
     share their names with MiniGrid's)."""
-    return Path(root) / f"{algo}-{env_id.replace('/', '_')}-{policy}-s{seed}"
+    return Path(root) / f"{algo}-{env_id.replace('/', '_').replace(':', '_')}-{policy}-s{seed}"
 
 
 def check_save_dir_free(save_dir: Path) -> None:

@@ -26,13 +26,13 @@ from train import common
 from train.common import CLIError
 
 
-def _run_settings(model_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _run_settings(model_path: Path, algo: str | None, env: str | None) -> dict[str, Any]:
     """Algorithm, env and hyperparameters of the run: from its config, overridden by ``--algo``/``--env``."""
     config_path = common.find_run_config(model_path)
     config = common.load_yaml(config_path, "run config") if config_path else {}
     settings = {
-        "algorithm": args.algo or config.get("algorithm"),
-        "env_id": args.env or config.get("env_id"),
+        "algorithm": algo or config.get("algorithm"),
+        "env_id": env or config.get("env_id"),
         "hyperparams": config.get("hyperparams") or {},
         "seed": config.get("seed", 0),
     }
@@ -55,7 +55,7 @@ def load_run(
     :return: the model, the env, the run settings (``algorithm``, ``env_id``, ``hyperparams``, ``model_path``).
     """
     model_path = common.locate_model(model)
-    settings = _run_settings(model_path, argparse.Namespace(algo=algo, env=env))
+    settings = _run_settings(model_path, algo, env)
     algo_class = common.load_algorithm(settings["algorithm"])
     env_id = common.resolve_env_id(settings["env_id"])
     params = settings["hyperparams"]

@@ -29,13 +29,14 @@ from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback, SaveVecN
 from train import common
 from train.common import CLIError
 
-#: The paper's partially observable Catch (16x16 screen, ball visible in the first 3 frames).
-DEFAULT_ENV = "fw_agents/Catch-N16-M3-v0"
+#: CartPole without velocities: learns in minutes on 2 cores, and only with memory (the paper's Catch,
+#: fw_agents/Catch-N16-M3-v0, takes millions of steps; see hyperparams.yml).
+DEFAULT_ENV = "fw_agents/CartPoleNoVel-v1"
 DEFAULT_POLICY = "fast-weights"
 #: Options that change the model or its data; a resumed run keeps the ones it was started with.
 FIXED_ON_RESUME = ("env", "policy", "seed", "n_envs", "hidden_size", "hparams", "config", "policy_kwargs", "save_dir")
-#: Episodes per evaluation; a resumed run keeps its own, so that evaluations.npz stays one array.
-DEFAULT_EVAL_EPISODES = 50
+#: Episodes per periodic evaluation; a resumed run keeps its own, so that evaluations.npz stays one array.
+DEFAULT_EVAL_EPISODES = 20
 
 
 def build_parser(algo: str) -> argparse.ArgumentParser:
@@ -106,7 +107,13 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
         "--eval-episodes",
         type=int,
         default=None,
-        help=f"episodes per evaluation (default: {DEFAULT_EVAL_EPISODES}; a resumed run keeps its own)",
+        help=f"episodes per periodic evaluation (default: {DEFAULT_EVAL_EPISODES}; a resumed run keeps its own)",
+    )
+    parser.add_argument(
+        "--final-eval-episodes",
+        type=int,
+        default=100,
+        help="episodes of the final evaluation in the summary (default: 100; 0: none)",
     )
     parser.add_argument(
         "--checkpoint-freq",
@@ -222,7 +229,7 @@ def _restore_evaluations(callback: EvalCallback, save_dir: Path, num_timesteps: 
         callback.evaluations_timesteps = data["timesteps"][keep].tolist()
         callback.evaluations_results = data["results"][keep].tolist()
         callback.evaluations_length = data["ep_lengths"][keep].tolist()
-        if "successes" in data:
+        if "successes" in data and len(data["successes"]) == len(keep):
             callback.evaluations_successes = data["successes"][keep].tolist()
     if callback.evaluations_results:
         callback.best_mean_reward = max(float(np.mean(r)) for r in callback.evaluations_results)
@@ -256,7 +263,7 @@ def _callbacks(
                 verbose=args.verbose,
             )
         )
-    eval_freq = n_timesteps // 20 if args.eval_freq is None else args.eval_freq
+    eval_freq = n_timesteps // 10 if args.eval_freq is None else args.eval_freq
     if eval_freq > 0:
         best_stats = common.vecnormalize_path(save_dir / common.BEST_MODEL_NAME)
         evaluation = EvalCallback(
@@ -282,6 +289,8 @@ def _check_options(args: argparse.Namespace) -> None:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if args.eval_episodes is not None:
         common.check_positive("--eval-episodes", args.eval_episodes)
+    if args.final_eval_episodes < 0:
+        raise CLIError(f"--final-eval-episodes must be >= 0, got {args.final_eval_episodes}")
     if args.total_timesteps is not None:
         common.check_positive("--total-timesteps", args.total_timesteps)
 
@@ -321,6 +330,7 @@ class Run:
 
     model: BaseAlgorithm
     venv: VecEnv
+    env_id: str  # registered id (config["env_id"] may carry a "module:" prefix)
     config: dict[str, Any]
     save_dir: Path
     env_seed: int
@@ -330,11 +340,12 @@ class Run:
 def _new_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> Run:
     """Merge the hyperparameters, claim the run folder, make the env and a new model."""
     algo_class = common.load_algorithm(algo)
-    env_id = common.resolve_env_id(args.env or DEFAULT_ENV)
+    env_spec = args.env or DEFAULT_ENV  # kept as given: "module:Id" must import module again on resume
+    env_id = common.resolve_env_id(env_spec)
     policy = args.policy or DEFAULT_POLICY
     seed = 0 if args.seed is None else args.seed
     params, sources = _hyperparams(args, algo, env_id, policy)
-    save_dir = Path(args.save_dir or common.default_save_dir("runs", algo, env_id, policy, seed))
+    save_dir = Path(args.save_dir or common.default_save_dir("runs", algo, env_spec, policy, seed))
     common.check_save_dir_free(save_dir)
     tensorboard_log = None if args.tensorboard_log.lower() == "none" else args.tensorboard_log
     venv = common.make_env(env_id, params["n_envs"], seed, params.get("env_kwargs"), params.get("normalize", False))
@@ -343,7 +354,7 @@ def _new_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) ->
     config = {
         "algorithm": algo,
         "algorithm_class": f"{algo_class.__module__}.{algo_class.__name__}",
-        "env_id": env_id,
+        "env_id": env_spec,
         "policy": policy,
         "policy_alias": policy_alias,
         "policy_class": f"{policy_class.__module__}.{policy_class.__name__}",
@@ -359,7 +370,7 @@ def _new_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) ->
         "started": _now(),
         "versions": common.versions(),
     }
-    return Run(model, venv, config, save_dir, env_seed=seed)
+    return Run(model, venv, env_id, config, save_dir, env_seed=seed)
 
 
 def _resumed_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> Run:
@@ -395,7 +406,7 @@ def _resumed_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
     config.setdefault("resumed", []).append(
         {"from": str(model_path), "at_step": resumed_at, "command": _command(algo, argv), "started": _now()}
     )
-    return Run(model, venv, config, save_dir, env_seed, resumed_at)
+    return Run(model, venv, env_id, config, save_dir, env_seed, resumed_at)
 
 
 def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> int:
@@ -408,8 +419,8 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
     eval_episodes = config["eval_episodes"]
     save_dir.mkdir(parents=True, exist_ok=True)
     eval_env = common.make_env(
-        config["env_id"],
-        min(eval_episodes, 16),
+        run.env_id,
+        min(max(eval_episodes, args.final_eval_episodes), 16),
         run.env_seed + 10_000,
         params.get("env_kwargs"),
         params.get("normalize", False),
@@ -440,13 +451,15 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
     wall_time = time.perf_counter() - start
     model_path = _save(model, save_dir)
 
-    sync_envs_normalization(run.venv, eval_env)
-    final = common.evaluate(model, eval_env, eval_episodes, deterministic=True)
+    final = None
+    if args.final_eval_episodes:
+        sync_envs_normalization(run.venv, eval_env)
+        final = common.evaluate(model, eval_env, args.final_eval_episodes, deterministic=True)
     config = callbacks[0].config  # with the TensorBoard folder filled in
     config["result"] = {
         "num_timesteps": int(model.num_timesteps),
         "wall_time_s": round(wall_time, 1),
-        "final_eval_deterministic": final.as_dict(),
+        "final_eval_deterministic": final.as_dict() if final else None,
     }
     (save_dir / common.CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     _print_summary(config, save_dir, model_path, wall_time, final)
@@ -470,14 +483,14 @@ def _print_summary(
     save_dir: Path,
     model_path: Path,
     wall_time: float,
-    final: common.EvalResult,
+    final: common.EvalResult | None,
 ) -> None:
     best = save_dir / common.BEST_MODEL_NAME
     lines = [
         f"{config['algorithm']} {config['policy']} ({config.get('policy_alias')}) on {config['env_id']}, "
         f"seed {config['seed']}: "
         f"{config['result']['num_timesteps']} steps in {wall_time:.1f} s",
-        f"  final evaluation (deterministic): {final.summary()}",
+        f"  final evaluation (deterministic): {final.summary() if final else 'skipped'}",
         f"  model:       {model_path}" + (f"  (best: {best})" if best.exists() else ""),
         f"  config:      {save_dir / common.CONFIG_NAME}",
         f"  tensorboard: {config.get('tensorboard_dir') or 'off'}",

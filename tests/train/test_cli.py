@@ -29,7 +29,8 @@ def tiny(tmp_path: Path, name: str = "run", steps: int = 120, *extra: str) -> li
     """Arguments for a run of a few seconds in ``tmp_path``."""
     return [
         "--env", CATCH, "--n-envs", "2", "--total-timesteps", str(steps), "--hidden-size", "8",
-        "--eval-episodes", "2", "--eval-freq", "60", "--checkpoint-freq", "60", "--log-interval", "1",
+        "--eval-episodes", "2", "--final-eval-episodes", "2", "--eval-freq", "60", "--checkpoint-freq", "60",
+        "--log-interval", "1",
         "--no-progress-bar", "--verbose", "0",
         "--save-dir", str(tmp_path / name), "--tensorboard-log", str(tmp_path / "tb"), *extra,
     ]  # fmt: skip
