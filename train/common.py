@@ -70,7 +70,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """``--threads``: torch's default (one thread per core) makes small recurrent models many times slower."""
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch CPU threads (default: 1)")
 
 
 def run_cli(

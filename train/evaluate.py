@@ -113,10 +113,14 @@ def record_episode(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n")[0])
+    parser = common.ArgumentParser(
+        prog="python -m train.evaluate",
+        description="Evaluate a saved agent: mean ± std return and success rate, deterministic and sampled; "
+        "optionally record an episode as a GIF.",
+    )
     parser.add_argument("model", metavar="MODEL", help="a saved model .zip, or a run folder (its model.zip)")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes per evaluation (default: 100)")
-    parser.add_argument("--seed", type=int, default=12345, help="env seed (default: 12345)")
+    parser.add_argument("--episodes", type=int, default=100, metavar="N", help="episodes per evaluation (default: 100)")
+    parser.add_argument("--seed", type=int, default=12345, metavar="N", help="env seed (default: 12345)")
     parser.add_argument("--record", metavar="OUT.gif", help="also write one deterministic episode as a GIF")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--algo", choices=list(common.ALGORITHMS), help="algorithm, if the run has no config.yml")

@@ -120,7 +120,10 @@ def plot(groups: dict[str, dict[str, list]], tag: str, out: Path, points: int) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.ArgumentParser(prog="python -m train.plot", description=__doc__.split("\n")[0])
+    parser = common.ArgumentParser(
+        prog="python -m train.plot",
+        description="Learning curves from TensorBoard event files: one line per policy, mean ± std over seeds.",
+    )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders holding them")
     parser.add_argument(
         "--tag",
@@ -130,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", default="learning_curves.png", metavar="FILE.png", help="output image (default: learning_curves.png)"
     )
-    parser.add_argument("--points", type=int, default=200, help="grid points per curve (default: 200)")
+    parser.add_argument("--points", type=int, default=200, metavar="N", help="grid points per curve (default: 200)")
     return parser
 
 

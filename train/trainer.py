@@ -57,17 +57,22 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
         metavar="ID",
         help=f"any registered Gymnasium id, 'module:Id' to import first (default: {DEFAULT_ENV})",
     )
-    parser.add_argument("--n-envs", type=int, default=None, help="parallel envs (default: from hyperparams.yml)")
+    parser.add_argument(
+        "--n-envs", type=int, metavar="N", default=None, help="parallel envs (default: from hyperparams.yml)"
+    )
     parser.add_argument(
         "--total-timesteps",
         type=int,
+        metavar="N",
         default=None,
         help="env steps to train (default: n_timesteps from hyperparams.yml; with --resume: "
         "steps to add, default the run's n_timesteps)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=int, metavar="N", default=None, help="random seed (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--hidden-size", type=int, default=None, help="memory units H (policy_kwargs.hidden_size)")
+    parser.add_argument(
+        "--hidden-size", type=int, metavar="N", default=None, help="memory units H (policy_kwargs.hidden_size)"
+    )
     parser.add_argument(
         "--hparams",
         nargs="+",
@@ -101,28 +106,39 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
         help="continue a run (its folder, model.zip, or a checkpoint), counting on from its steps",
     )
     parser.add_argument(
-        "--eval-freq", type=int, default=None, help="env steps between evaluations (default: 1/20 of the run; 0: none)"
+        "--eval-freq",
+        type=int,
+        metavar="N",
+        default=None,
+        help="env steps between evaluations (default: 1/10 of the run; 0: none)",
     )
     parser.add_argument(
         "--eval-episodes",
         type=int,
+        metavar="N",
         default=None,
         help=f"episodes per periodic evaluation (default: {DEFAULT_EVAL_EPISODES}; a resumed run keeps its own)",
     )
     parser.add_argument(
         "--final-eval-episodes",
         type=int,
+        metavar="N",
         default=100,
         help="episodes of the final evaluation in the summary (default: 100; 0: none)",
     )
     parser.add_argument(
         "--checkpoint-freq",
         type=int,
+        metavar="N",
         default=None,
         help="env steps between checkpoints (default: 1/5 of the run; 0: none)",
     )
     parser.add_argument(
-        "--log-interval", type=int, default=None, help="rollouts between log dumps (default: about 100 dumps per run)"
+        "--log-interval",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rollouts between log dumps (default: about 100 dumps per run)",
     )
     parser.add_argument(
         "--progress-bar",
