@@ -199,6 +199,17 @@ def resolve_objects(kwargs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_device(device: str) -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ``auto``)."""
+    try:
+        th.device("cpu" if device == "auto" else device)
+    except RuntimeError:
+        raise CLIError(f"unknown device {device!r}; e.g. cpu, cuda, cuda:0, auto") from None
+    if device.startswith("cuda") and not th.cuda.is_available():
+        raise CLIError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+    return device
+
+
 def check_positive(name: str, value: Any) -> int:
     """An integer count >= 1, else :class:`CLIError`."""
     if isinstance(value, float) and value.is_integer():

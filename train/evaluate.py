@@ -12,6 +12,7 @@ up, for checkpoints); ``--env``/``--algo`` name them for models made elsewhere. 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ def record_episode(
     Runs a plain (non-vectorised) env so the last frame, after the final step, is kept (a VecEnv would have
     reset already). Observations pass through the model's frozen ``VecNormalize``, if any.
     """
+    # pygame-rendered envs (CartPole) need no display for rgb_array; without this SDL complains on headless hosts.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = gym.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     except (TypeError, ValueError, gym.error.Error) as error:
@@ -131,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_evaluation(args: argparse.Namespace) -> int:
     n_episodes = common.check_positive("--episodes", args.episodes)
+    common.check_device(args.device)
     model, venv, settings = load_run(args.model, min(n_episodes, 16), args.seed, args.device, args.algo, args.env)
     print(f"{settings['model_path']} ({settings['algorithm']}) on {settings['env_id']}")
     for deterministic in (True, False):

@@ -299,6 +299,7 @@ def _callbacks(
 
 
 def _check_options(args: argparse.Namespace) -> None:
+    common.check_device(args.device)
     for name in ("eval_freq", "checkpoint_freq"):
         value = getattr(args, name)
         if value is not None and value < 0:

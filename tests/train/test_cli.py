@@ -148,7 +148,7 @@ def test_config_file_and_precedence(tmp_path: Path) -> None:
 def test_default_save_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     args = [arg for arg in tiny(tmp_path) if arg not in ("--save-dir", str(tmp_path / "run"))]
-    assert a2c.main([*args, "--policy", "mlp", "--seed", "3"]) == 0
+    assert a2c.main([*args, "--policy", "mlp", "--seed", "3", "--progress-bar"]) == 0  # tqdm + rich
     assert (tmp_path / "runs" / "a2c-fw_agents_Catch-N16-M3-v0-mlp-s3" / "model.zip").exists()
 
 
@@ -251,6 +251,7 @@ def test_non_positive_counts(tmp_path: Path, capsys: pytest.CaptureFixture, opti
 
 
 def test_bad_hyperparameters(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad(a2c.main, [*tiny(tmp_path), "--device", "warp-drive"], capsys, "unknown device")
     bad(a2c.main, [*tiny(tmp_path), "--hparams", "n_stepz=3"], capsys, "unknown hyperparameter(s) n_stepz")
     bad(a2c.main, [*tiny(tmp_path), "--hparams", "gamma"], capsys, "key=value")
     bad(a2c.main, [*tiny(tmp_path), "--policy", "lstm", "--policy-kwargs", "decay_rate=0.9"], capsys, "cannot build")
