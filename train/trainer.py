@@ -13,6 +13,7 @@ import inspect
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -446,6 +447,11 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
     log_interval = _log_interval(args, model, n_timesteps)
     callbacks = _callbacks(args, config, save_dir, eval_env, n_timesteps, log_interval, run.resumed_at)
     progress_bar = sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
+    if progress_bar:
+        from tqdm import TqdmExperimentalWarning
+
+        # SB3's bar is tqdm.rich, which warns "rich is experimental/alpha" on every run.
+        warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
 
     start = time.perf_counter()
     try:
