@@ -216,7 +216,12 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
 
 class FastWeightsActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
     """Fast-weights policy for vector observations. Memory options: see :class:`FastWeightsRNN`
-    (``decay_rate``, ``fast_learning_rate``, ``inner_steps``, ``layer_norm``, ``activation``, ``compute_path``…)."""
+    (``decay_rate``, ``fast_learning_rate``, ``inner_steps``, ``layer_norm``, ``activation``, ``compute_path``…).
+
+    The defaults are the paper's (λ = 0.95, η = 0.5). In control tasks with small observations that fast term
+    starts ~100× the slow one and drowns the input; a fast term about as large as the slow one,
+    ``η·H/(2(1−λ)) ≈ 1`` (e.g. ``fast_learning_rate=0.002`` at H = 64), learns (README, "tuning fast weights").
+    """
 
     core_class = FastWeightsRNN
 
