@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -31,6 +31,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+from train.argtypes import OneLineArgumentParser
 
 HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
 CONFIG_NAME = "config.yml"
@@ -61,11 +63,8 @@ class CLIError(Exception):
 
 
 # ----------------------------------------------------------------------------------------------- CLI plumbing
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``prog: error: …``), like every other error of the CLIs."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+#: argparse whose usage errors are one line (``prog: error: …``), like every other error of the CLIs.
+ArgumentParser = OneLineArgumentParser
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
