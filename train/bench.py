@@ -24,15 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from train import bench_models
-from train.argtypes import OneLineArgumentParser
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from train.argtypes import OneLineArgumentParser, positive_int
 
 
 # --- envs ---------------------------------------------------------------------------------------------------

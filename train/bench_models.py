@@ -66,6 +66,15 @@ def check_json_path(path: Path | None) -> str | None:
     return None
 
 
+def start_run(args: argparse.Namespace, subcommand: str) -> bool:
+    """Check ``--json`` (one-line error on stderr if it cannot be written) and pin torch's threads."""
+    if error := check_json_path(args.json):
+        print(f"python -m train.bench {subcommand}: error: {error}", file=sys.stderr)
+        return False
+    th.set_num_threads(args.threads)
+    return True
+
+
 # --- core ---------------------------------------------------------------------------------------------------
 CORE_MODELS = ("fast-weights-explicit", "fast-weights-attention", "nn.LSTM", "nn.GRU")
 CORE_REFERENCE = "nn.LSTM"
@@ -164,10 +173,8 @@ def format_core_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_core(args: argparse.Namespace) -> int:
-    if error := check_json_path(args.json):
-        print(f"python -m train.bench core: error: {error}", file=sys.stderr)
+    if not start_run(args, "core"):
         return 2
-    th.set_num_threads(args.threads)
     if args.quick:
         args.hidden_sizes, args.lengths, args.batch, args.input_size, args.repeats, args.warmup = [16], [8], 4, 8, 2, 1
     rows = bench_core(
@@ -315,10 +322,8 @@ def format_throughput_table(rows: list[dict[str, Any]]) -> str:
 
 
 def run_throughput(args: argparse.Namespace) -> int:
-    if error := check_json_path(args.json):
-        print(f"python -m train.bench throughput: error: {error}", file=sys.stderr)
+    if not start_run(args, "throughput"):
         return 2
-    th.set_num_threads(args.threads)
     if args.quick:
         args.hidden_sizes, args.n_envs, args.n_steps, args.timesteps, args.repeats = [8], 2, 8, 16, 1
         args.isolate = False
