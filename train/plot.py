@@ -1,7 +1,8 @@
 """``python -m train.plot RUN_DIR…``: learning curves from TensorBoard event files, mean ± std over seeds.
 
 Each RUN_DIR is a run folder (with ``config.yml``) or a folder searched for them. Runs are grouped by env
-(one panel each) and by policy (one line each; prefixed by the algorithm when several are plotted); each line
+(one panel each) and by variant (one line each: the policy, prefixed by the algorithm when several are plotted,
+followed by any hyperparameter that differs between runs of that policy, :func:`train.runs.run_labels`); each line
 is the mean over the group's runs, interpolated on a common step grid up to the shortest run, with a ± 1 std
 band where there are several seeds.
 """
@@ -9,82 +10,33 @@ band where there are several seeds.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator  # noqa: E402
 
 from train import common  # noqa: E402
+from train import runs as runs_  # noqa: E402
 from train.common import CLIError  # noqa: E402
-
-
-def find_runs(paths: Sequence[str]) -> list[Path]:
-    """Run folders (holding ``config.yml``) at or under each path."""
-    runs: list[Path] = []
-    for path in map(Path, paths):
-        if not path.exists():
-            raise CLIError(f"{path} does not exist")
-        found = (
-            [path]
-            if (path / common.CONFIG_NAME).is_file()
-            else sorted(config.parent for config in path.rglob(common.CONFIG_NAME))
-        )
-        if not found:
-            raise CLIError(f"no runs ({common.CONFIG_NAME}) in {path}")
-        runs.extend(run for run in found if run not in runs)
-    return runs
-
-
-def tensorboard_dir(run: Path, config: dict[str, Any]) -> Path | None:
-    """The run's TensorBoard folder as recorded, or at the same place relative to the run folder (if the
-    runs were moved or the plot is made from another working directory)."""
-    recorded = config.get("tensorboard_dir")
-    if not recorded:
-        return None
-    if Path(recorded).is_dir():
-        return Path(recorded)
-    relative = Path(os.path.relpath(recorded, config.get("save_dir") or run))
-    candidate = (run / relative).resolve()
-    return candidate if candidate.is_dir() else None
-
-
-def load_curve(directory: Path, tag: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(steps, values)`` of a scalar tag, sorted by step (a resumed run appends to the same folder)."""
-    accumulator = EventAccumulator(str(directory), size_guidance={SCALARS: 0})  # 0: keep every point
-    accumulator.Reload()
-    if tag not in accumulator.Tags().get("scalars", []):
-        return None
-    events = accumulator.Scalars(tag)
-    steps = np.array([event.step for event in events], dtype=float)
-    values = np.array([event.value for event in events], dtype=float)
-    order = np.argsort(steps, kind="stable")
-    return steps[order], values[order]
 
 
 def collect(runs: Sequence[Path], tag: str) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
     """``{env: {label: [curve per run]}}``; runs without the tag are reported on stderr and skipped."""
-    configs = {run: common.load_yaml(run / common.CONFIG_NAME, "run config") for run in runs}
-    several_algos = len({config.get("algorithm") for config in configs.values()}) > 1
+    configs = runs_.load_configs(runs)
+    labels = runs_.run_labels(configs)
     groups: dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]] = defaultdict(lambda: defaultdict(list))
     for run, config in configs.items():
-        directory = tensorboard_dir(run, config)
-        curve = load_curve(directory, tag) if directory else None
-        if curve is None or len(curve[0]) == 0:
+        scalars = runs_.run_scalars(run, config, tag)
+        if scalars is None:
             print(f"skipping {run}: no {tag!r} in its TensorBoard log", file=sys.stderr)
             continue
-        label = str(config.get("policy", "?"))
-        if several_algos:
-            label = f"{config.get('algorithm')} {label}"
-        groups[str(config.get("env_id", "?"))][label].append(curve)
+        groups[str(config.get("env_id", "?"))][labels[run]].append((scalars.steps, scalars.values))
     if not groups:
         raise CLIError(f"none of the runs logged {tag!r}")
     return groups
@@ -139,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_plot(args: argparse.Namespace) -> int:
     points = common.check_positive("--points", args.points)
-    groups = collect(find_runs(args.runs), args.tag)
+    groups = collect(runs_.find_runs(args.runs), args.tag)
     out = Path(args.out)
     plot(groups, args.tag, out, points)
     n_runs = sum(len(curves) for lines in groups.values() for curves in lines.values())

@@ -1,0 +1,257 @@
+"""Compare memories on one task: ``python -m train.compare {run,table} …``.
+
+``run`` trains a grid of agents, one per policy and seed, each with ``python -m train.a2c`` (or ``train.ppo``) in
+its own process and run folder ``OUT_DIR/<name>-s<seed>`` (log in ``OUT_DIR/<name>-s<seed>.log``), ``--jobs`` at a
+time; options after ``--`` go to every run. Runs that already finished are kept and skipped, so an interrupted
+grid can be started again with the same command.
+
+``table`` reads run folders and reports, per env and variant (policy, plus any setting that differs between its
+runs), each seed's environment steps and wall-clock seconds until the periodic evaluation's success rate
+(``eval/success_rate``: deterministic policy) first reached ``--threshold``, its best evaluation, and the final
+evaluation's success rate.
+
+    python -m train.compare run --env fw_agents/Catch-N16-M3-v0 --policies fast-weights lstm gru mlp \\
+        --seeds 0 1 2 --out-dir runs/catch16 --jobs 2 -- --eval-freq 50000
+    python -m train.compare table runs/catch16 --threshold 0.9
+    python -m train.plot runs/catch16 --tag eval/success_rate --out catch16.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from train import common
+from train import runs as runs_
+from train.argtypes import float_in, positive_int
+from train.common import CLIError
+
+SUCCESS_TAG = "eval/success_rate"
+
+
+# ----------------------------------------------------------------------------------------------- run
+@dataclass
+class GridRun:
+    """One training run of the grid."""
+
+    policy: str
+    seed: int
+    save_dir: Path
+
+    @property
+    def log(self) -> Path:
+        return self.save_dir.with_suffix(".log")
+
+
+def finished(save_dir: Path) -> bool:
+    """Whether a run folder holds a finished run (its config has a final result)."""
+    config_path = save_dir / common.CONFIG_NAME
+    return config_path.is_file() and "result" in (common.load_yaml(config_path, "run config") or {})
+
+
+def plan(args: argparse.Namespace) -> list[GridRun]:
+    """The grid's runs, each with its folder; an unfinished, non-empty folder is refused (never overwritten)."""
+    if args.name and len(args.policies) > 1:
+        raise CLIError("--name names the runs of one policy; give one --policies entry with it")
+    if len(set(args.policies)) < len(args.policies) or len(set(args.seeds)) < len(args.seeds):
+        raise CLIError("--policies and --seeds must not repeat an entry")
+    out_dir = Path(args.out_dir)
+    grid = [
+        GridRun(policy, seed, out_dir / f"{args.name or policy}-s{seed}")
+        for policy in args.policies
+        for seed in args.seeds
+    ]
+    for run in grid:
+        if run.save_dir.exists() and any(run.save_dir.iterdir()) and not finished(run.save_dir):
+            raise CLIError(
+                f"{run.save_dir} holds an unfinished run; resume it with python -m train.{args.algo} --resume "
+                f"{run.save_dir}, or move it away"
+            )
+    return grid
+
+
+def command(args: argparse.Namespace, run: GridRun) -> list[str]:
+    """``python -m train.<algo> …`` for one run of the grid."""
+    return [
+        sys.executable, "-m", f"train.{args.algo}", "--env", args.env, "--policy", run.policy, "--seed", str(run.seed),
+        "--save-dir", str(run.save_dir), "--tensorboard-log", str(Path(args.out_dir) / "tb"), "--no-progress-bar",
+        *args.train_args,
+    ]  # fmt: skip
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    grid = plan(args)
+    todo = [run for run in grid if not finished(run.save_dir)]
+    for run in grid:
+        if run not in todo:
+            print(f"{run.save_dir}: already finished, kept")
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    pending, active, failed = list(todo), [], []
+    while pending or active:
+        while pending and len(active) < args.jobs:
+            run = pending.pop(0)
+            with run.log.open("w") as log:  # the child keeps its own descriptor
+                process = subprocess.Popen(command(args, run), stdout=log, stderr=subprocess.STDOUT)
+            active.append((run, process, time.monotonic()))
+            print(f"started  {run.save_dir}  (log: {run.log})", flush=True)
+        time.sleep(0.5)
+        for entry in [e for e in active if e[1].poll() is not None]:
+            active.remove(entry)
+            run, process, start = entry
+            status = "finished" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {run.log})"
+            print(f"{status} {run.save_dir}  ({time.monotonic() - start:.0f} s)", flush=True)
+            if process.returncode:
+                failed.append(run)
+    print(f"{len(todo) - len(failed)} of {len(todo)} runs finished; {len(grid) - len(todo)} kept from before")
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------------- table
+@dataclass
+class RunResult:
+    """What one run reached: steps and seconds to the threshold (None: not reached), best and final success."""
+
+    env_id: str
+    label: str
+    seed: int
+    steps_to_threshold: int | None
+    seconds_to_threshold: float | None
+    best_eval_success: float
+    final_success: float | None
+    total_steps: int | None
+    wall_time_s: float | None
+    run: str
+
+
+def run_result(run: Path, config: dict[str, Any], label: str, threshold: float, tag: str) -> RunResult | None:
+    """The run's result, or None (reported on stderr) if it logged no ``tag``."""
+    scalars = runs_.run_scalars(run, config, tag)
+    if scalars is None:
+        print(f"skipping {run}: no {tag!r} in its TensorBoard log", file=sys.stderr)
+        return None
+    reached = [i for i, value in enumerate(scalars.values) if value >= threshold]
+    started = datetime.fromisoformat(config["started"]).timestamp() if config.get("started") else None
+    result = config.get("result") or {}
+    final = (result.get("final_eval_deterministic") or {}).get("success_rate")
+    return RunResult(
+        env_id=str(config.get("env_id")),
+        label=label,
+        seed=int(config.get("seed", -1)),
+        steps_to_threshold=int(scalars.steps[reached[0]]) if reached else None,
+        seconds_to_threshold=(
+            round(float(scalars.wall_times[reached[0]]) - started, 1) if reached and started is not None else None
+        ),
+        best_eval_success=float(scalars.values.max()),
+        final_success=final,
+        total_steps=result.get("num_timesteps"),
+        wall_time_s=result.get("wall_time_s"),
+        run=str(run),
+    )
+
+
+def _steps(value: int | None) -> str:
+    return "—" if value is None else f"{value / 1000:.0f}k"
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def markdown(results: Sequence[RunResult], threshold: float) -> str:
+    """One row per env and variant: each seed's steps (seconds) to the threshold, then summaries."""
+    groups: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
+    for result in results:
+        groups[(result.env_id, result.label)].append(result)
+    lines = [
+        f"| env | variant | steps (s) to {threshold:g} success, per seed | reached | median steps | "
+        "best eval success | final success | run wall time, median (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (env_id, label), group in sorted(groups.items()):
+        group.sort(key=lambda r: r.seed)
+        per_seed = ", ".join(
+            f"s{r.seed}: {_steps(r.steps_to_threshold)}"
+            + (f" ({r.seconds_to_threshold:.0f})" if r.seconds_to_threshold is not None else "")
+            for r in group
+        )
+        reached = [r.steps_to_threshold for r in group if r.steps_to_threshold is not None]
+        # Median over all seeds, "not reached" counting as infinitely many steps: defined once half reached.
+        median = statistics.median([float(s) for s in reached] + [math.inf] * (len(group) - len(reached)))
+        walls = [r.wall_time_s for r in group if r.wall_time_s is not None]
+        lines.append(
+            f"| {env_id} | {label} | {per_seed} | {len(reached)}/{len(group)} | "
+            f"{_steps(int(median)) if math.isfinite(median) else '—'} | "
+            f"{' / '.join(_percent(r.best_eval_success) for r in group)} | "
+            f"{' / '.join(_percent(r.final_success) for r in group)} | "
+            f"{f'{statistics.median(walls):.0f}' if walls else '—'} |"
+        )
+    return "\n".join(lines)
+
+
+def run_table(args: argparse.Namespace) -> int:
+    if args.json and not Path(args.json).parent.is_dir():
+        raise CLIError(f"--json: folder {str(Path(args.json).parent)!r} does not exist")
+    configs = runs_.load_configs(runs_.find_runs(args.runs))
+    labels = runs_.run_labels(configs)
+    found = (run_result(run, config, labels[run], args.threshold, args.tag) for run, config in configs.items())
+    results = [result for result in found if result is not None]
+    if not results:
+        raise CLIError(f"none of the runs logged {args.tag!r}")
+    print(markdown(results, args.threshold))
+    if args.json:
+        payload = {"threshold": args.threshold, "tag": args.tag, "runs": [asdict(r) for r in results]}
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.ArgumentParser(prog="python -m train.compare", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    run = subparsers.add_parser("run", help="train a grid of policies x seeds, a few processes at a time")
+    run.add_argument("--env", required=True, metavar="ID", help="env id, as for train.a2c")
+    run.add_argument("--algo", choices=sorted(common.ALGORITHMS), default="a2c", help="trainer (default: a2c)")
+    run.add_argument(
+        "--policies", nargs="+", choices=sorted(common.POLICY_MEMORY), default=["fast-weights", "lstm", "gru", "mlp"]
+    )
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="(default: 0 1 2)")
+    run.add_argument("--out-dir", required=True, metavar="DIR", help="where the run folders and TensorBoard logs go")
+    run.add_argument("--name", help="folder prefix of the runs, for a variant of one policy (default: the policy)")
+    run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
+    run.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then options for every run")
+    run.set_defaults(func=run_grid)
+
+    table = subparsers.add_parser("table", help="steps and seconds to a success threshold, final success")
+    table.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders holding them")
+    table.add_argument("--threshold", type=float_in(0.0, 1.0), default=0.9, help="success rate to reach (default: 0.9)")
+    table.add_argument("--tag", default=SUCCESS_TAG, help=f"scalar held against the threshold (default: {SUCCESS_TAG})")
+    table.add_argument("--json", metavar="OUT", help="also write every run's result to this JSON file")
+    table.set_defaults(func=run_table)
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run" and args.train_args[:1] == ["--"]:
+        args.train_args = args.train_args[1:]
+    return int(args.func(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    return common.run_cli(build_parser(), dispatch, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
