@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--policy", nargs="+", default=["fast-weights", "lstm"], choices=sorted(POLICIES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--budget", type=int, default=100_000)
-    parser.add_argument("--memory-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"decay_rate": 0.9}\'')
+    parser.add_argument("--memory-kwargs", type=json.loads, default={}, help="JSON, e.g. '{\"decay_rate\": 0.9}'")
     args = parser.parse_args()
     for policy in args.policy:
         for seed in args.seeds:

@@ -4,6 +4,7 @@ Subcommands:
   envs         env steps per second of every registered ``fw_agents/*`` id (random actions, auto-reset).
   core         memory cores alone: forward+backward time and saved memory (:mod:`train.bench_models`).
   throughput   training env steps/s and peak memory of recurrent agents (:mod:`train.bench_models`).
+  models       core and throughput in one run (one JSON with both).
 
 Adding a subcommand: write ``add_<name>_parser(subparsers)`` that builds its parser and sets
 ``func=<callable(args) -> int>`` via ``set_defaults``, and append it to :data:`SUBCOMMANDS`.

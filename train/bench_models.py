@@ -172,9 +172,8 @@ def format_core_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_core(args: argparse.Namespace) -> int:
-    if not start_run(args, "core"):
-        return 2
+def measure_core(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the ``core`` benchmark with ``args``, print its table; the JSON payload."""
     if args.quick:
         args.hidden_sizes, args.lengths, args.batch, args.input_size, args.repeats, args.warmup = [16], [8], 4, 8, 2, 1
     rows = bench_core(
@@ -188,7 +187,13 @@ def run_core(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(format_core_table(rows))
-    write_json(args.json, {"subcommand": "core", "settings": settings(args), "rows": rows})
+    return {"subcommand": "core", "settings": settings(args), "rows": rows}
+
+
+def run_core(args: argparse.Namespace) -> int:
+    if not start_run(args, "core"):
+        return 2
+    write_json(args.json, measure_core(args))
     return 0
 
 
@@ -321,9 +326,8 @@ def format_throughput_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_throughput(args: argparse.Namespace) -> int:
-    if not start_run(args, "throughput"):
-        return 2
+def measure_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the ``throughput`` benchmark with ``args``, print its table; the JSON payload."""
     if args.quick:
         args.hidden_sizes, args.n_envs, args.n_steps, args.timesteps, args.repeats = [8], 2, 8, 16, 1
         args.isolate = False
@@ -340,7 +344,13 @@ def run_throughput(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(format_throughput_table(rows))
-    write_json(args.json, {"subcommand": "throughput", "settings": settings(args), "rows": rows})
+    return {"subcommand": "throughput", "settings": settings(args), "rows": rows}
+
+
+def run_throughput(args: argparse.Namespace) -> int:
+    if not start_run(args, "throughput"):
+        return 2
+    write_json(args.json, measure_throughput(args))
     return 0
 
 
@@ -359,8 +369,10 @@ def add_throughput_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 # --- shared options -----------------------------------------------------------------------------------------
-def add_common_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
-    parser.add_argument("--repeats", type=positive_int, default=repeats, help=f"timed repeats (default: {repeats})")
+def add_common_arguments(parser: argparse.ArgumentParser, repeats: int | None) -> None:
+    """``repeats`` None: each benchmark's own default."""
+    default = "each benchmark's own" if repeats is None else repeats
+    parser.add_argument("--repeats", type=positive_int, default=repeats, help=f"timed repeats (default: {default})")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a few seconds")
@@ -373,4 +385,34 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {**values, "torch": th.__version__, "python": sys.version.split()[0]}
 
 
-SUBCOMMANDS = (add_core_parser, add_throughput_parser)
+# --- models: both in one run -------------------------------------------------------------------------------
+def run_models(args: argparse.Namespace) -> int:
+    """``core`` then ``throughput``, each with its own defaults and the shared options given here."""
+    if not start_run(args, "models"):
+        return 2
+    payload = {}
+    for name, add_parser, measure in (
+        ("core", add_core_parser, measure_core),
+        ("throughput", add_throughput_parser, measure_throughput),
+    ):
+        parser = argparse.ArgumentParser()
+        add_parser(parser.add_subparsers())
+        sub_args = parser.parse_args([name])  # that benchmark's defaults
+        sub_args.threads, sub_args.seed, sub_args.quick = args.threads, args.seed, args.quick
+        if args.repeats:
+            sub_args.repeats = args.repeats
+        print(f"# {name}", flush=True)
+        payload[name] = measure(sub_args)
+    write_json(args.json, {"subcommand": "models", **payload})
+    return 0
+
+
+def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models", help="core and throughput in one run, each at its defaults (one JSON with both)"
+    )
+    add_common_arguments(parser, repeats=None)
+    parser.set_defaults(func=run_models)
+
+
+SUBCOMMANDS = (add_core_parser, add_throughput_parser, add_models_parser)

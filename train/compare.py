@@ -140,7 +140,8 @@ def run_result(run: Path, config: dict[str, Any], label: str, threshold: float, 
     if scalars is None:
         print(f"skipping {run}: no {tag!r} in its TensorBoard log", file=sys.stderr)
         return None
-    reached = [i for i, value in enumerate(scalars.values) if value >= threshold]
+    # TensorBoard stores float32: 0.9 comes back as 0.8999999762, so allow float32 rounding.
+    reached = [i for i, value in enumerate(scalars.values) if value >= threshold - 1e-6]
     started = datetime.fromisoformat(config["started"]).timestamp() if config.get("started") else None
     result = config.get("result") or {}
     final = (result.get("final_eval_deterministic") or {}).get("success_rate")

@@ -1,4 +1,4 @@
-"""``python -m train.bench core`` and ``throughput`` (:mod:`train.bench_models`): smoke runs and the measurements."""
+"""``python -m train.bench core``, ``throughput``, ``models`` (:mod:`train.bench_models`): smoke runs, measurements."""
 
 from __future__ import annotations
 
@@ -30,6 +30,16 @@ def test_throughput_quick_writes_json_with_ratios(tmp_path: Path) -> None:
     assert [r["agent"] for r in rows] == [label for label, _, _ in AGENTS]
     assert rows[0]["steps_per_second_ratio"] == 1.0
     assert all(r["steps_per_second"]["median"] > 0 and r["peak_rss_mib"] > 0 for r in rows)
+
+
+def test_models_runs_both_in_one_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "models.json"
+    assert main(["models", "--quick", "--json", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert [r["model"] for r in payload["core"]["rows"]] == list(CORE_MODELS)
+    assert [r["agent"] for r in payload["throughput"]["rows"]] == [label for label, _, _ in AGENTS]
+    printed = capsys.readouterr().out
+    assert "# core" in printed and "# throughput" in printed
 
 
 def test_saved_bytes_explicit_path_grows_with_h_squared() -> None:
