@@ -471,6 +471,14 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
             file=sys.stderr,
         )
         return 130
+    except ValueError as error:
+        # torch.distributions rejects NaN logits: the weights diverged. A user's setting, not a bug of ours.
+        if "nan" not in str(error):
+            raise
+        raise CLIError(
+            f"training diverged at step {model.num_timesteps} (the policy's outputs became NaN); lower the "
+            f"learning rate or max_grad_norm, or keep layer_norm on. Checkpoints saved before are in {save_dir}"
+        ) from None
     wall_time = time.perf_counter() - start
     model_path = _save(model, save_dir)
 

@@ -227,6 +227,13 @@ def test_unknown_env_lists_memory_envs(tmp_path: Path, capsys: pytest.CaptureFix
     assert not (tmp_path / "run").exists()
 
 
+def test_divergence_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An absurd learning rate without layer norm drives the logits to NaN within a few updates."""
+    argv = [*tiny(tmp_path, "run", 3000), "--env", "fw_agents/CartPoleNoVel-v1", "--n-envs", "8",
+            "--hparams", "learning_rate=1e5", "--policy-kwargs", "layer_norm=false"]  # fmt: skip
+    bad(a2c.main, argv, capsys, "training diverged at step", "lower the learning rate")
+
+
 def test_unknown_policy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad(ppo.main, [*tiny(tmp_path), "--policy", "transformer"], capsys, "invalid choice", "fast-weights", "mlp")
 
