@@ -30,9 +30,11 @@ from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback, SaveVecN
 from train import common
 from train.common import CLIError
 
-#: CartPole without velocities: learns in minutes on 2 cores, and only with memory (the paper's Catch,
-#: fw_agents/Catch-N16-M3-v0, takes millions of steps; see hyperparams.yml).
-DEFAULT_ENV = "fw_agents/CartPoleNoVel-v1"
+#: Default env per algorithm. A2C: the paper's partially observable Catch (N=16, M=3), which memory agents
+#: learn in about 1.5M steps (~3 min on a CPU core) with hyperparams.yml's settings and where fast weights
+#: learn in the fewest steps (docs/results.md). PPO: CartPole without velocities, which RecurrentPPO learns
+#: with rl-zoo3's settings in 100k steps; no Catch settings are tuned for it.
+DEFAULT_ENVS = {"a2c": "fw_agents/Catch-N16-M3-v0", "ppo": "fw_agents/CartPoleNoVel-v1"}
 DEFAULT_POLICY = "fast-weights"
 #: Options that change the model or its data; a resumed run keeps the ones it was started with.
 FIXED_ON_RESUME = ("env", "policy", "seed", "n_envs", "hidden_size", "hparams", "config", "policy_kwargs", "save_dir")
@@ -56,7 +58,7 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
         "--env",
         default=None,
         metavar="ID",
-        help=f"any registered Gymnasium id, 'module:Id' to import first (default: {DEFAULT_ENV})",
+        help=f"any registered Gymnasium id, 'module:Id' to import first (default: {DEFAULT_ENVS[algo]})",
     )
     parser.add_argument(
         "--n-envs", type=int, metavar="N", default=None, help="parallel envs (default: from hyperparams.yml)"
@@ -358,7 +360,7 @@ class Run:
 def _new_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> Run:
     """Merge the hyperparameters, claim the run folder, make the env and a new model."""
     algo_class = common.load_algorithm(algo)
-    env_spec = args.env or DEFAULT_ENV  # kept as given: "module:Id" must import module again on resume
+    env_spec = args.env or DEFAULT_ENVS[algo]  # kept as given: "module:Id" must import module again on resume
     env_id = common.resolve_env_id(env_spec)
     policy = args.policy or DEFAULT_POLICY
     seed = 0 if args.seed is None else args.seed
