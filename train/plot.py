@@ -64,7 +64,7 @@ def plot(groups: dict[str, dict[str, list]], tag: str, out: Path, points: int) -
         ax.set_xlabel("environment steps")
         ax.set_ylabel(tag)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
