@@ -140,7 +140,8 @@ def test_config_file_and_precedence(tmp_path: Path) -> None:
     params = run_config(tmp_path / "run")["hyperparams"]
     assert params["n_steps"] == 4 and params["gamma"] == 0.95  # --hparams beats --config
     # fast_learning_rate: hyperparams.yml's memory_kwargs for fast weights on Catch.
-    assert params["policy_kwargs"] == {"hidden_size": 8, "net_arch": [8], "fast_learning_rate": 0.005, "decay_rate": 0.9}
+    expected = {"hidden_size": 8, "net_arch": [8], "fast_learning_rate": 0.005, "decay_rate": 0.9}
+    assert params["policy_kwargs"] == expected
     # A run's config.yml is a valid --config: the same hyperparameters again.
     assert a2c.main([*tiny(tmp_path, "again"), "--config", str(tmp_path / "run" / "config.yml")]) == 0
     assert run_config(tmp_path / "again")["hyperparams"] == params
