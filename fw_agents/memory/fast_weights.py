@@ -14,12 +14,12 @@ Two computation paths give the same numbers:
 * ``"attention"`` never forms A(t) inside a sequence. It uses
   ``A(t) h = λ^{t-t₀} A₀ h + η Σ_{t₀<τ≤t} λ^{t-τ} h(τ) ⟨h(τ), h⟩`` (the read is attention over the
   hidden states of the sequence, plus the decayed memory A₀ carried in from before it): O(t·H) per step
-  on top of the A₀ read. Autograd keeps the key stack of every step, about T²·B·H/2 floats, plus A₀ once:
-  less than the explicit path while T < 2H.
+  on top of the A₀ read. Each step's read is one autograd node (:class:`AttentionRead`) that keeps references
+  to the keys, not a copy: the backward pass keeps O(T·B·H) floats of states plus O(T²·B) scores, and A₀ once.
 
 ``"auto"`` uses the explicit path for single steps (rollouts) and the attention path for sequences of up
-to ``attention_max_len`` steps (default H, where the two cross over in speed and the attention path is
-also the lighter one). ``python -m train.bench core`` measures both.
+to ``attention_max_len`` steps (default H, where the two cross over in speed; the attention path is the
+lighter one in memory at every length). ``python -m train.bench core`` measures both.
 
 The packed state is ``[h, triu(A)]``: A is a decayed sum of outer products, so it is exactly symmetric
 and its upper triangle holds all of it. That halves what a rollout buffer stores per env-step:
@@ -51,6 +51,35 @@ def activation_by_name(name: str) -> Callable[[th.Tensor], th.Tensor]:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return ACTIVATIONS[name]
+
+
+class AttentionRead(th.autograd.Function):
+    """``η Σ_τ λ^{t-τ} h(τ)⟨h(τ), hs⟩`` over the keys ``h(τ)`` given one by one, as a single autograd node.
+
+    ``forward(weights (B, τ), hs (B, H), *keys (B, H) each) -> (B, H)``. Stacking the keys into ``(B, τ, H)``
+    inside an ordinary graph would make autograd keep that stack at every step, O(B·T²·H) over a sequence; here
+    the stack is transient and the backward pass keeps only references to the keys (the sequence's own
+    outputs, kept anyway), ``hs`` and the ``(B, τ)`` scores: O(B·T²) floats over a sequence.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: th.Tensor, hs: th.Tensor, *keys: th.Tensor) -> th.Tensor:  # type: ignore[override]
+        stacked = th.stack(keys, dim=1)  # (B, τ, H), freed after this call
+        scores = th.bmm(stacked, hs.unsqueeze(-1)).squeeze(-1)  # ⟨h(τ), hs⟩, (B, τ)
+        ctx.save_for_backward(weights, hs, scores, *keys)
+        return th.bmm((scores * weights).unsqueeze(1), stacked).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad: th.Tensor) -> tuple[th.Tensor | None, ...]:  # type: ignore[override]
+        weights, hs, scores, *keys = ctx.saved_tensors
+        stacked = th.stack(keys, dim=1)
+        # out = Σ_τ w_τ s_τ k_τ with s_τ = ⟨k_τ, hs⟩.
+        grad_weighted = th.bmm(stacked, grad.unsqueeze(-1)).squeeze(-1)  # ∂/∂(w_τ s_τ) = ⟨k_τ, g⟩
+        grad_scores = grad_weighted * weights
+        grad_hs = th.bmm(grad_scores.unsqueeze(1), stacked).squeeze(1)
+        grad_keys = (scores * weights).unsqueeze(-1) * grad.unsqueeze(1) + grad_scores.unsqueeze(-1) * hs.unsqueeze(1)
+        grad_weights = grad_weighted * scores if ctx.needs_input_grad[0] else None
+        return (grad_weights, grad_hs, *grad_keys.unbind(dim=1))
 
 
 class FastWeightsRNN(MemoryCore):
@@ -222,20 +251,16 @@ class FastWeightsRNN(MemoryCore):
         carry = h.new_ones(batch, 1)
         weights = h.new_zeros(batch, 0)
         history: list[th.Tensor] = []
-        keys = h.new_zeros(batch, 0, self.hidden_size)
         outputs = []
         for t, slow_input in enumerate(input_terms):
             if any_reset[t]:
                 keep = reset_mask(starts[t])
                 h, carry, weights = h * keep, carry * keep, weights * keep
             slow = slow_input + self.hidden_to_hidden(h)
-            if history:
-                keys = th.stack(history, dim=1)  # (B, τ, H)
 
-            def read(hs: th.Tensor, keys: th.Tensor = keys, weights: th.Tensor = weights, carry=carry) -> th.Tensor:
-                # η Σ λ^{t-τ} h(τ)⟨h(τ), hs⟩ as two batched products: scores (B, τ), then their weighted sum.
-                scores = th.bmm(keys, hs.unsqueeze(-1)).squeeze(-1) * weights
-                fast = th.bmm(scores.unsqueeze(1), keys).squeeze(1)
+            def read(hs: th.Tensor, keys=tuple(history), weights=weights, carry=carry) -> th.Tensor:
+                # η Σ λ^{t-τ} h(τ)⟨h(τ), hs⟩ over this sequence's states (none yet at its first step).
+                fast = AttentionRead.apply(weights, hs, *keys) if keys else th.zeros_like(hs)
                 if use_carry:
                     fast = fast + carry * th.bmm(initial_fast_weights, hs.unsqueeze(-1)).squeeze(-1)
                 return fast

@@ -195,8 +195,31 @@ def test_attention_path_does_not_keep_every_fast_weight_matrix():
     attention = FastWeightsRNN(F_IN, hidden, compute_path="attention")
     every_A = T * B * hidden * hidden * 4
     assert saved_bytes_for_backward(explicit, T, B) > every_A  # the known cost of the explicit path
-    # The attention path keeps the growing key stacks, about T²·B·H/2 floats, and A₀ once.
     assert saved_bytes_for_backward(attention, T, B) < every_A / 2
+
+
+def test_attention_path_memory_grows_linearly_with_length():
+    """Each read keeps references to the keys, not a stack of them: 4× the length, about 4× the bytes
+    (a stack per step would make it ~16×: at T=128 the stacks alone are T²·B·H/2 floats)."""
+    B, hidden = 4, 64
+    core = FastWeightsRNN(F_IN, hidden, compute_path="attention")
+    short, long = saved_bytes_for_backward(core, 32, B), saved_bytes_for_backward(core, 128, B)
+    assert long < 5 * short
+    assert long < 128 * 128 * B * hidden * 4 / 2
+
+
+def test_attention_read_gradients_match_finite_differences():
+    from fw_agents.memory.fast_weights import AttentionRead
+
+    th.manual_seed(0)
+    B, tau, hidden = 2, 3, 5
+    weights = th.rand(B, tau, dtype=th.float64, requires_grad=True)
+    hs = th.randn(B, hidden, dtype=th.float64, requires_grad=True)
+    keys = [th.randn(B, hidden, dtype=th.float64, requires_grad=True) for _ in range(tau)]
+    assert th.autograd.gradcheck(AttentionRead.apply, (weights, hs, *keys))
+    stacked = th.stack(keys, dim=1)
+    expected = ((stacked @ hs.unsqueeze(-1)).squeeze(-1) * weights).unsqueeze(1) @ stacked
+    th.testing.assert_close(AttentionRead.apply(weights, hs, *keys), expected.squeeze(1))
 
 
 def test_pack_unpack_roundtrip_and_state_size():
