@@ -220,8 +220,19 @@ THROUGHPUT_REFERENCE = AGENTS[0][0]
 
 
 def max_rss_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MiB.
+
+    Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's own memory. ``ru_maxrss``
+    would not do in a spawned worker: it survives fork and exec, so the worker would report its parent's peak
+    (e.g. the ``core`` benchmark's, run before ``throughput`` by ``models``). Elsewhere ``ru_maxrss``.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
 
 
 def make_agent(algorithm: str, policy: str, env_id: str, hidden: int, n_envs: int, n_steps: int, seed: int) -> Any:
