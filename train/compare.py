@@ -66,6 +66,7 @@ def plan(args: argparse.Namespace) -> list[GridRun]:
         raise CLIError("--name names the runs of one policy; give one --policies entry with it")
     if len(set(args.policies)) < len(args.policies) or len(set(args.seeds)) < len(args.seeds):
         raise CLIError("--policies and --seeds must not repeat an entry")
+    common.resolve_env_id(args.env)  # an unknown env is one error here, not one failed run per grid entry
     out_dir = Path(args.out_dir)
     grid = [
         GridRun(policy, seed, out_dir / f"{args.name or policy}-s{seed}")
@@ -98,21 +99,33 @@ def run_grid(args: argparse.Namespace) -> int:
             print(f"{run.save_dir}: already finished, kept")
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     pending, active, failed = list(todo), [], []
-    while pending or active:
-        while pending and len(active) < args.jobs:
-            run = pending.pop(0)
-            with run.log.open("w") as log:  # the child keeps its own descriptor
-                process = subprocess.Popen(command(args, run), stdout=log, stderr=subprocess.STDOUT)
-            active.append((run, process, time.monotonic()))
-            print(f"started  {run.save_dir}  (log: {run.log})", flush=True)
-        time.sleep(0.5)
-        for entry in [e for e in active if e[1].poll() is not None]:
-            active.remove(entry)
-            run, process, start = entry
-            status = "finished" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {run.log})"
-            print(f"{status} {run.save_dir}  ({time.monotonic() - start:.0f} s)", flush=True)
-            if process.returncode:
-                failed.append(run)
+    try:
+        while pending or active:
+            while pending and len(active) < args.jobs:
+                run = pending.pop(0)
+                with run.log.open("w") as log:  # the child keeps its own descriptor
+                    process = subprocess.Popen(command(args, run), stdout=log, stderr=subprocess.STDOUT)
+                active.append((run, process, time.monotonic()))
+                print(f"started  {run.save_dir}  (log: {run.log})", flush=True)
+            time.sleep(0.5)
+            for entry in [e for e in active if e[1].poll() is not None]:
+                active.remove(entry)
+                run, process, start = entry
+                status = "finished" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {run.log})"
+                print(f"{status} {run.save_dir}  ({time.monotonic() - start:.0f} s)", flush=True)
+                if process.returncode:
+                    failed.append(run)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the runs too (same process group): each saves its model; wait for them to finish saving.
+        for _, process, _ in active:
+            process.wait()
+        stopped = " ".join(str(run.save_dir) for run, _, _ in active)
+        print(
+            f"interrupted; resume the runs that were going ({stopped or 'none'}) with python -m train.{args.algo} "
+            "--resume FOLDER, then run this command again for the rest",
+            file=sys.stderr,
+        )
+        return 130
     print(f"{len(todo) - len(failed)} of {len(todo)} runs finished; {len(grid) - len(todo)} kept from before")
     return 1 if failed else 0
 

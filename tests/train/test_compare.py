@@ -61,6 +61,7 @@ def test_unfinished_run_folder_is_refused_not_overwritten(tmp_path: Path, capsys
         (["run", "--env", CATCH, "--policies", "lstm", "gru", "--name", "x", "--out-dir", "o"], "--name"),
         (["run", "--env", CATCH, "--seeds", "1", "1", "--out-dir", "o"], "repeat"),
         (["run", "--env", CATCH, "--policies", "rnn", "--out-dir", "o"], "invalid choice"),
+        (["run", "--env", "NoSuchEnv-v0", "--out-dir", "o"], "unknown environment"),
         (["table", "nowhere"], "does not exist"),
         (["table", ".", "--threshold", "2"], "--threshold"),
     ],
