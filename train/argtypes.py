@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -55,3 +56,10 @@ def float_in(low: float, high: float, low_open: bool = False, high_open: bool = 
 
 positive_int = int_at_least(1)
 positive_float = float_in(0.0, float("inf"), low_open=True, high_open=True)
+
+
+def check_json_path(path: Path | None) -> str | None:
+    """An error message if ``--json`` names a file in a folder that does not exist (checked before any work)."""
+    if path is not None and not path.parent.is_dir():
+        return f"--json: folder {str(path.parent)!r} does not exist"
+    return None

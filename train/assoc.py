@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, MemoryCore
-from train.argtypes import OneLineArgumentParser, float_in, int_at_least, positive_float, positive_int
+from train.argtypes import OneLineArgumentParser, check_json_path, float_in, int_at_least, positive_float, positive_int
 
 N_LETTERS = 26
 N_DIGITS = 10
@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.json is not None and not args.json.parent.is_dir():
-        parser.error(f"--json: folder {str(args.json.parent)!r} does not exist")
+    if error := check_json_path(args.json):
+        parser.error(error)
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if config.model != "fast-weights" and (config.fast_learning_rate != 0.5 or config.decay_rate != 0.95):

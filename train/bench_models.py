@@ -30,7 +30,7 @@ from typing import Any
 import torch as th
 from torch import nn
 
-from train.argtypes import positive_int
+from train.argtypes import check_json_path, positive_int
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -57,13 +57,6 @@ def add_ratios(
 def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def check_json_path(path: Path | None) -> str | None:
-    """An error message if ``--json`` names a file in a folder that does not exist."""
-    if path is not None and not path.parent.is_dir():
-        return f"--json: folder {str(path.parent)!r} does not exist"
-    return None
 
 
 def start_run(args: argparse.Namespace, subcommand: str) -> bool:

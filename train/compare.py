@@ -34,7 +34,7 @@ from typing import Any
 
 from train import common
 from train import runs as runs_
-from train.argtypes import float_in, positive_int
+from train.argtypes import check_json_path, float_in, positive_int
 from train.common import CLIError
 
 SUCCESS_TAG = "eval/success_rate"
@@ -60,8 +60,9 @@ def finished(save_dir: Path) -> bool:
     return config_path.is_file() and "result" in (common.load_yaml(config_path, "run config") or {})
 
 
-def plan(args: argparse.Namespace) -> list[GridRun]:
-    """The grid's runs, each with its folder; an unfinished, non-empty folder is refused (never overwritten)."""
+def plan(args: argparse.Namespace) -> tuple[list[GridRun], list[GridRun]]:
+    """The grid's runs, each with its folder, and those of them still to do (not finished); an unfinished,
+    non-empty folder is refused (never overwritten)."""
     if args.name and len(args.policies) > 1:
         raise CLIError("--name names the runs of one policy; give one --policies entry with it")
     if len(set(args.policies)) < len(args.policies) or len(set(args.seeds)) < len(args.seeds):
@@ -73,13 +74,14 @@ def plan(args: argparse.Namespace) -> list[GridRun]:
         for policy in args.policies
         for seed in args.seeds
     ]
-    for run in grid:
-        if run.save_dir.exists() and any(run.save_dir.iterdir()) and not finished(run.save_dir):
+    todo = [run for run in grid if not finished(run.save_dir)]
+    for run in todo:
+        if run.save_dir.exists() and any(run.save_dir.iterdir()):
             raise CLIError(
                 f"{run.save_dir} holds an unfinished run; resume it with python -m train.{args.algo} --resume "
                 f"{run.save_dir}, or move it away"
             )
-    return grid
+    return grid, todo
 
 
 def command(args: argparse.Namespace, run: GridRun) -> list[str]:
@@ -92,8 +94,7 @@ def command(args: argparse.Namespace, run: GridRun) -> list[str]:
 
 
 def run_grid(args: argparse.Namespace) -> int:
-    grid = plan(args)
-    todo = [run for run in grid if not finished(run.save_dir)]
+    grid, todo = plan(args)
     for run in grid:
         if run not in todo:
             print(f"{run.save_dir}: already finished, kept")
@@ -214,8 +215,8 @@ def markdown(results: Sequence[RunResult], threshold: float) -> str:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    if args.json and not Path(args.json).parent.is_dir():
-        raise CLIError(f"--json: folder {str(Path(args.json).parent)!r} does not exist")
+    if error := check_json_path(args.json):
+        raise CLIError(error)
     configs = runs_.load_configs(runs_.find_runs(args.runs))
     labels = runs_.run_labels(configs)
     found = (run_result(run, config, labels[run], args.threshold, args.tag) for run, config in configs.items())
@@ -225,7 +226,7 @@ def run_table(args: argparse.Namespace) -> int:
     print(markdown(results, args.threshold))
     if args.json:
         payload = {"threshold": args.threshold, "tag": args.tag, "runs": [asdict(r) for r in results]}
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders holding them")
     table.add_argument("--threshold", type=float_in(0.0, 1.0), default=0.9, help="success rate to reach (default: 0.9)")
     table.add_argument("--tag", default=SUCCESS_TAG, help=f"scalar held against the threshold (default: {SUCCESS_TAG})")
-    table.add_argument("--json", metavar="OUT", help="also write every run's result to this JSON file")
+    table.add_argument("--json", type=Path, metavar="OUT", help="also write every run's result to this JSON file")
     table.set_defaults(func=run_table)
     return parser
 

@@ -5,6 +5,7 @@ TensorBoard scalars. Shared by ``train.plot`` (curves) and ``train.compare`` (st
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,20 +108,18 @@ def run_labels(configs: dict[Path, dict[str, Any]]) -> dict[Path, str]:
         }
         for run, config in configs.items()
     }
-    labels = {}
+    # Runs of the same env, policy and algorithm; within each group, the settings that are not all equal.
+    groups: dict[tuple[Any, Any, Any], list[Path]] = defaultdict(list)
     for run, config in configs.items():
-        same_task = [
-            settings[other]
-            for other, other_config in configs.items()
-            if (other_config.get("env_id"), other_config.get("policy"), other_config.get("algorithm"))
-            == (config.get("env_id"), config.get("policy"), config.get("algorithm"))
-        ]
-        keys = sorted({key for s in same_task for key in s})
-        differing = [key for key in keys if len({repr(s.get(key)) for s in same_task}) > 1]
-        label = str(config.get("policy", "?"))
-        if several_algos:
-            label = f"{config.get('algorithm')} {label}"
-        if differing:
-            label += " " + " ".join(f"{key}={settings[run].get(key, 'default')}" for key in differing)
-        labels[run] = label
+        groups[(config.get("env_id"), config.get("policy"), config.get("algorithm"))].append(run)
+    labels = {}
+    for (_, policy, algorithm), group in groups.items():
+        keys = sorted({key for run in group for key in settings[run]})
+        differing = [key for key in keys if len({repr(settings[run].get(key)) for run in group}) > 1]
+        name = "?" if policy is None else str(policy)
+        for run in group:
+            label = f"{algorithm} {name}" if several_algos else name
+            if differing:
+                label += " " + " ".join(f"{key}={settings[run].get(key, 'default')}" for key in differing)
+            labels[run] = label
     return labels
