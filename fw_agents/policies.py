@@ -94,6 +94,8 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
     """
 
     core_class: ClassVar[type[MemoryCore]]
+    #: The core's options where the user gives none: the policy's defaults, which may differ from the core's.
+    default_memory_kwargs: ClassVar[dict[str, Any]] = {}
     default_features_extractor_class: ClassVar[type[BaseFeaturesExtractor]] = FlattenExtractor
 
     def __init__(
@@ -126,6 +128,8 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
         if shared_memory and not share_features_extractor:
             raise ValueError("shared_memory=True needs share_features_extractor=True")
         self._check_memory_kwargs(memory_kwargs)
+        self.given_memory_kwargs = dict(memory_kwargs)
+        memory_kwargs = {**self.default_memory_kwargs, **memory_kwargs}
         self.lstm_output_dim = hidden_size  # read by sb3-contrib's _build_mlp_extractor
         # sb3-contrib's __init__ would build nn.LSTMs we do not use; build the SB3 parts directly instead.
         ActorCriticPolicy.__init__(
@@ -173,6 +177,22 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
                 "enable_critic_memory"
             )
 
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, also for models saved before the policy had its own memory defaults.
+
+        Those models (fw-agents 0.1) were built with the core's own defaults (for fast weights: the paper's cell),
+        and their saved keyword arguments name only what the user gave. If the state lacks parameters that the
+        policy's defaults add, the memories are rebuilt with the core's defaults, as they were saved.
+        """
+        if self.default_memory_kwargs and not set(self.state_dict()) <= set(state_dict):
+            self.memory_kwargs = self.given_memory_kwargs
+            self.lstm_actor = self._make_memory().to(self.device)
+            if self.lstm_critic is not None:
+                self.lstm_critic = self._make_memory().to(self.device)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer = self.optimizer_class(self.parameters(), lr=lr, **self.optimizer_kwargs)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def _make_memory(self) -> MemoryStateLayout:
         return MemoryStateLayout(self.core_class(self.features_dim, self.hidden_size, **self.memory_kwargs))
 
@@ -216,14 +236,21 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
 
 class FastWeightsActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
     """Fast-weights policy for vector observations. Memory options: see :class:`FastWeightsRNN`
-    (``decay_rate``, ``fast_learning_rate``, ``inner_steps``, ``layer_norm``, ``activation``, ``compute_path``…).
+    (``decay_rate``, ``fast_learning_rate``, ``inner_steps``, ``layer_norm``, ``activation``, ``gated``,
+    ``learn_rates``, ``compute_path``…).
 
-    The defaults are the paper's (λ = 0.95, η = 0.5). In control tasks with small observations that fast term
-    starts ~100× the slow one and drowns the input; a fast term about as large as the slow one,
-    ``η·H/(2(1−λ)) ≈ 1`` (e.g. ``fast_learning_rate=0.002`` at H = 64), learns (README, "tuning fast weights").
+    The policy's defaults are ours, not the paper's (README, "defaults that learn"): a gated, additive update,
+    λ and η learned, η starting "balanced" (η = 2(1−λ)/H: the fast term starts as large as the slow one). With
+    the paper's cell (η = 0.5, no gate, fixed rates) the fast term starts ~300× the slow one at H = 64 and
+    drowns small observations. The paper's cell: ``gated=False, learn_rates=False, fast_learning_rate=0.5``.
     """
 
     core_class = FastWeightsRNN
+    default_memory_kwargs: ClassVar[dict[str, Any]] = {
+        "gated": True,
+        "learn_rates": True,
+        "fast_learning_rate": "balanced",
+    }
 
 
 class FastWeightsActorCriticCnnPolicy(FastWeightsActorCriticPolicy):

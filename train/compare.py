@@ -43,15 +43,18 @@ SUCCESS_TAG = "eval/success_rate"
 # ----------------------------------------------------------------------------------------------- run
 @dataclass
 class GridRun:
-    """One training run of the grid."""
+    """One training run of a grid: its folder and the ``python -m train.<algo> …`` command that makes it."""
 
-    policy: str
-    seed: int
     save_dir: Path
+    command: list[str]
 
     @property
     def log(self) -> Path:
         return self.save_dir.with_suffix(".log")
+
+    @property
+    def algo(self) -> str:
+        return self.command[2].removeprefix("train.")
 
 
 def finished(save_dir: Path) -> bool:
@@ -60,52 +63,59 @@ def finished(save_dir: Path) -> bool:
     return config_path.is_file() and "result" in (common.load_yaml(config_path, "run config") or {})
 
 
+def train_command(
+    algo: str, env: str, policy: str, seed: int, save_dir: Path, tensorboard_log: Path, train_args: Sequence[str]
+) -> list[str]:
+    """``python -m train.<algo> …`` for one run of a grid."""
+    return [
+        sys.executable, "-m", f"train.{algo}", "--env", env, "--policy", policy, "--seed", str(seed),
+        "--save-dir", str(save_dir), "--tensorboard-log", str(tensorboard_log), "--no-progress-bar", *train_args,
+    ]  # fmt: skip
+
+
+def unfinished(grid: Sequence[GridRun]) -> list[GridRun]:
+    """The runs of ``grid`` still to do; an unfinished, non-empty folder is refused (never overwritten)."""
+    todo = [run for run in grid if not finished(run.save_dir)]
+    for run in todo:
+        if run.save_dir.exists() and any(run.save_dir.iterdir()):
+            raise CLIError(
+                f"{run.save_dir} holds an unfinished run; resume it with python -m train.{run.algo} --resume "
+                f"{run.save_dir}, or move it away"
+            )
+    return todo
+
+
 def plan(args: argparse.Namespace) -> tuple[list[GridRun], list[GridRun]]:
-    """The grid's runs, each with its folder, and those of them still to do (not finished); an unfinished,
-    non-empty folder is refused (never overwritten)."""
+    """The grid's runs, each with its folder, and those of them still to do (see :func:`unfinished`)."""
     if args.name and len(args.policies) > 1:
         raise CLIError("--name names the runs of one policy; give one --policies entry with it")
     if len(set(args.policies)) < len(args.policies) or len(set(args.seeds)) < len(args.seeds):
         raise CLIError("--policies and --seeds must not repeat an entry")
     common.resolve_env_id(args.env)  # an unknown env is one error here, not one failed run per grid entry
     out_dir = Path(args.out_dir)
-    grid = [
-        GridRun(policy, seed, out_dir / f"{args.name or policy}-s{seed}")
-        for policy in args.policies
-        for seed in args.seeds
-    ]
-    todo = [run for run in grid if not finished(run.save_dir)]
-    for run in todo:
-        if run.save_dir.exists() and any(run.save_dir.iterdir()):
-            raise CLIError(
-                f"{run.save_dir} holds an unfinished run; resume it with python -m train.{args.algo} --resume "
-                f"{run.save_dir}, or move it away"
-            )
-    return grid, todo
+    grid = []
+    for policy in args.policies:
+        for seed in args.seeds:
+            save_dir = out_dir / f"{args.name or policy}-s{seed}"
+            command = train_command(args.algo, args.env, policy, seed, save_dir, out_dir / "tb", args.train_args)
+            grid.append(GridRun(save_dir, command))
+    return grid, unfinished(grid)
 
 
-def command(args: argparse.Namespace, run: GridRun) -> list[str]:
-    """``python -m train.<algo> …`` for one run of the grid."""
-    return [
-        sys.executable, "-m", f"train.{args.algo}", "--env", args.env, "--policy", run.policy, "--seed", str(run.seed),
-        "--save-dir", str(run.save_dir), "--tensorboard-log", str(Path(args.out_dir) / "tb"), "--no-progress-bar",
-        *args.train_args,
-    ]  # fmt: skip
-
-
-def run_grid(args: argparse.Namespace) -> int:
-    grid, todo = plan(args)
+def execute(grid: Sequence[GridRun], todo: Sequence[GridRun], jobs: int) -> int:
+    """Run ``todo`` (part of ``grid``), ``jobs`` processes at a time, each logging beside its folder; exit status
+    0 if all finished, 1 if some failed, 130 on Ctrl-C (after the runs going have saved)."""
     for run in grid:
         if run not in todo:
             print(f"{run.save_dir}: already finished, kept")
-    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     pending, active, failed = list(todo), [], []
     try:
         while pending or active:
-            while pending and len(active) < args.jobs:
+            while pending and len(active) < jobs:
                 run = pending.pop(0)
+                run.save_dir.parent.mkdir(parents=True, exist_ok=True)
                 with run.log.open("w") as log:  # the child keeps its own descriptor
-                    process = subprocess.Popen(command(args, run), stdout=log, stderr=subprocess.STDOUT)
+                    process = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT)
                 active.append((run, process, time.monotonic()))
                 print(f"started  {run.save_dir}  (log: {run.log})", flush=True)
             time.sleep(0.5)
@@ -120,15 +130,20 @@ def run_grid(args: argparse.Namespace) -> int:
         # Ctrl-C reached the runs too (same process group): each saves its model; wait for them to finish saving.
         for _, process, _ in active:
             process.wait()
-        stopped = " ".join(str(run.save_dir) for run, _, _ in active)
+        stopped = " ".join(f"python -m train.{run.algo} --resume {run.save_dir};" for run, _, _ in active)
         print(
-            f"interrupted; resume the runs that were going ({stopped or 'none'}) with python -m train.{args.algo} "
-            "--resume FOLDER, then run this command again for the rest",
+            f"interrupted; resume the runs that were going ({stopped or 'none'}), then run this command again for "
+            "the rest",
             file=sys.stderr,
         )
         return 130
     print(f"{len(todo) - len(failed)} of {len(todo)} runs finished; {len(grid) - len(todo)} kept from before")
     return 1 if failed else 0
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    grid, todo = plan(args)
+    return execute(grid, todo, args.jobs)
 
 
 # ----------------------------------------------------------------------------------------------- table

@@ -53,6 +53,15 @@ def activation_by_name(name: str) -> Callable[[th.Tensor], th.Tensor]:
     return ACTIVATIONS[name]
 
 
+def balanced_fast_learning_rate(hidden_size: int, decay_rate: float) -> float:
+    """η = 2(1−λ)/H: the fast term then starts about as large as the slow one.
+
+    With LN then ReLU each h has ‖h‖² ≈ H/2, so A saturates at ‖A‖ ≈ η‖h‖²/(1−λ) = ηH/(2(1−λ)) times a
+    unit-norm matrix; this η makes that factor 1. The paper's η = 0.5 makes it 320 at H = 64, λ = 0.95.
+    """
+    return 2.0 * (1.0 - decay_rate) / hidden_size
+
+
 class AttentionRead(th.autograd.Function):
     """``η Σ_τ λ^{t-τ} h(τ)⟨h(τ), hs⟩`` over the keys ``h(τ)`` given one by one, as a single autograd node.
 
@@ -88,7 +97,8 @@ class FastWeightsRNN(MemoryCore):
     :param input_size: F, size of each input vector.
     :param hidden_size: H, number of recurrent units.
     :param decay_rate: λ in (0, 1], how fast the fast weights forget (paper: 0.95).
-    :param fast_learning_rate: η >= 0, the fast weights' learning rate (paper: 0.5). η = 0 is a plain
+    :param fast_learning_rate: η >= 0, the fast weights' learning rate (paper: 0.5), or ``"balanced"``:
+        η = 2(1−λ)/H (:func:`balanced_fast_learning_rate`). η = 0 is a plain
         layer-normalised ReLU RNN: the ablation "no fast weights".
     :param inner_steps: S >= 1, iterations of the inner loop (paper: 1).
     :param layer_norm: layer normalisation over the hidden units of each sample, with learned gain and
@@ -98,6 +108,11 @@ class FastWeightsRNN(MemoryCore):
     :param attention_max_len: longest sequence ``auto`` sends to the attention path (default: H).
     :param recurrent_init_scale: W starts as this multiple of the identity (0.05, as common
         reimplementations do; the paper's IRNN baselines start from the identity).
+    :param learn_rates: λ and η become parameters trained with the rest (λ = sigmoid(logit), η = exp(log η),
+        so both stay positive), starting from ``decay_rate`` and ``fast_learning_rate`` (paper: fixed).
+    :param gated: an update gate z = σ(G x(t) + U h(t) + b) makes the step additive, as in a GRU:
+        ``h(t+1) = h(t) + z ⊙ (h_S(t+1) − h(t))``; the fast weights are written with this h(t+1)
+        (paper: no gate, ``h(t+1) = h_S(t+1)``).
     """
 
     def __init__(
@@ -105,23 +120,29 @@ class FastWeightsRNN(MemoryCore):
         input_size: int,
         hidden_size: int = 128,
         decay_rate: float = 0.95,
-        fast_learning_rate: float = 0.5,
+        fast_learning_rate: float | str = 0.5,
         inner_steps: int = 1,
         layer_norm: bool = True,
         activation: str = "relu",
         compute_path: str = "auto",
         attention_max_len: int | None = None,
         recurrent_init_scale: float = 0.05,
+        learn_rates: bool = False,
+        gated: bool = False,
     ) -> None:
         super().__init__(input_size, hidden_size)
         if not 0.0 < decay_rate <= 1.0:
             raise ValueError(f"decay_rate (λ) must be in (0, 1], got {decay_rate!r}")
-        if not fast_learning_rate >= 0.0:
-            raise ValueError(f"fast_learning_rate (η) must be >= 0, got {fast_learning_rate!r}")
+        if fast_learning_rate == "balanced":
+            fast_learning_rate = balanced_fast_learning_rate(hidden_size, decay_rate)
+        if isinstance(fast_learning_rate, str) or not fast_learning_rate >= 0.0:
+            raise ValueError(f"fast_learning_rate (η) must be a number >= 0 or 'balanced', got {fast_learning_rate!r}")
         if compute_path not in COMPUTE_PATHS:
             raise ValueError(f"compute_path must be one of {COMPUTE_PATHS}, got {compute_path!r}")
         self.decay_rate = float(decay_rate)
         self.fast_learning_rate = float(fast_learning_rate)
+        self.learn_rates = bool(learn_rates)
+        self.gated = bool(gated)
         self.inner_steps = check_positive_int("inner_steps", inner_steps)
         self.activation_name = activation
         self.activation = activation_by_name(activation)
@@ -137,6 +158,16 @@ class FastWeightsRNN(MemoryCore):
             self.hidden_to_hidden.weight.copy_(recurrent_init_scale * th.eye(H))
         # LayerNorm normalises the last axis of each sample: statistics over hidden units, never the batch.
         self.layer_norm = nn.LayerNorm(H) if layer_norm else nn.Identity()
+        if self.learn_rates:
+            if not (0.0 < decay_rate < 1.0 and fast_learning_rate > 0.0):
+                raise ValueError("learn_rates=True needs 0 < decay_rate < 1 and fast_learning_rate > 0")
+            # Positive by construction: η = exp(log η), λ = sigmoid(logit λ).
+            self.log_fast_learning_rate = nn.Parameter(th.tensor(float(fast_learning_rate)).log())
+            self.decay_logit = nn.Parameter(th.logit(th.tensor(float(decay_rate))))
+        if self.gated:
+            # Update gate z = σ(G x + U h): h(t+1) = h(t) + z ⊙ (h̃(t+1) − h(t)), additive like a GRU's.
+            self.input_to_gate = nn.Linear(input_size, H)
+            self.hidden_to_gate = nn.Linear(H, H, bias=False)
 
         # Packing A by its upper triangle: `triu_index` picks it out of a flattened A, and
         # `sym_index` rebuilds the full flattened A from it. Derived from H, so not saved.
@@ -151,6 +182,12 @@ class FastWeightsRNN(MemoryCore):
         # Diagnostics for TensorBoard, off by default so the hot path stays lean.
         self.collect_stats = False
         self.stats: dict[str, float] = {}
+
+    def rates(self) -> tuple[float | th.Tensor, float | th.Tensor]:
+        """λ and η: floats, or 0-dim tensors with gradients when ``learn_rates``."""
+        if self.learn_rates:
+            return th.sigmoid(self.decay_logit), self.log_fast_learning_rate.exp()
+        return self.decay_rate, self.fast_learning_rate
 
     # ----------------------------------------------------------------- state packing
     def pack(self, h: th.Tensor, fast_weights: th.Tensor) -> th.Tensor:
@@ -173,6 +210,7 @@ class FastWeightsRNN(MemoryCore):
         h, fast_weights = self.unpack(state)
         # The input term C x(t) + b of every step in one matrix product.
         input_terms = self.input_to_hidden(inputs)
+        gate_terms = self.input_to_gate(inputs) if self.gated else None
         starts = episode_starts.to(inputs.dtype)
         # One host sync for the whole sequence instead of one per step.
         any_reset = starts.any(dim=1).tolist()
@@ -180,7 +218,7 @@ class FastWeightsRNN(MemoryCore):
         if path == "auto":
             path = "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
         run = self._run_attention if path == "attention" else self._run_explicit
-        outputs, h, fast_weights = run(input_terms, h, fast_weights, starts, any_reset)
+        outputs, h, fast_weights = run(input_terms, gate_terms, h, fast_weights, starts, any_reset)
         if self.collect_stats:
             self.stats["fast_weights_norm"] = th.linalg.matrix_norm(fast_weights).mean().item()
         return outputs, self.pack(h, fast_weights)
@@ -195,6 +233,13 @@ class FastWeightsRNN(MemoryCore):
             hs = self.activation(self.layer_norm(slow + fast))
         return hs
 
+    def _update(self, h: th.Tensor, candidate: th.Tensor, gate_input: th.Tensor | None) -> th.Tensor:
+        """The new state: the candidate itself (paper), or gated ``h + z ⊙ (candidate − h)``."""
+        if gate_input is None:
+            return candidate
+        z = th.sigmoid(gate_input + self.hidden_to_gate(h))
+        return h + z * (candidate - h)
+
     def _start_stats(self) -> None:
         self._fast_slow_ratios: list[th.Tensor] = []
 
@@ -205,6 +250,7 @@ class FastWeightsRNN(MemoryCore):
     def _run_explicit(
         self,
         input_terms: th.Tensor,
+        gate_terms: th.Tensor | None,
         h: th.Tensor,
         fast_weights: th.Tensor,
         starts: th.Tensor,
@@ -212,6 +258,7 @@ class FastWeightsRNN(MemoryCore):
     ) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """Step by step with the matrix A ``(B, H, H)``."""
         self._start_stats()
+        lam, eta = self.rates()
         outputs = []
         for t, slow_input in enumerate(input_terms):
             if any_reset[t]:
@@ -220,11 +267,13 @@ class FastWeightsRNN(MemoryCore):
             slow = slow_input + self.hidden_to_hidden(h)
             A = fast_weights  # A(t) is fixed over the inner loop
 
-            h = self._inner_loop(slow, lambda hs, A=A: th.bmm(A, hs.unsqueeze(-1)).squeeze(-1))
+            candidate = self._inner_loop(slow, lambda hs, A=A: th.bmm(A, hs.unsqueeze(-1)).squeeze(-1))
+            h = self._update(h, candidate, None if gate_terms is None else gate_terms[t])
             # Write after the new h: A(t+1) = λ A(t) + η h(t+1) h(t+1)ᵀ.
-            fast_weights = th.baddbmm(
-                fast_weights, h.unsqueeze(-1), h.unsqueeze(-2), beta=self.decay_rate, alpha=self.fast_learning_rate
-            )
+            if self.learn_rates:
+                fast_weights = lam * fast_weights + eta * (h.unsqueeze(-1) * h.unsqueeze(-2))
+            else:
+                fast_weights = th.baddbmm(fast_weights, h.unsqueeze(-1), h.unsqueeze(-2), beta=lam, alpha=eta)
             outputs.append(h)
         self._finish_stats()
         return th.stack(outputs), h, fast_weights
@@ -232,6 +281,7 @@ class FastWeightsRNN(MemoryCore):
     def _run_attention(
         self,
         input_terms: th.Tensor,
+        gate_terms: th.Tensor | None,
         h: th.Tensor,
         initial_fast_weights: th.Tensor,
         starts: th.Tensor,
@@ -245,9 +295,9 @@ class FastWeightsRNN(MemoryCore):
         """
         self._start_stats()
         batch = h.shape[0]
-        lam, eta = self.decay_rate, self.fast_learning_rate
+        lam, eta = self.rates()
         # A carried in from before the sequence is read only if it holds anything.
-        use_carry = bool(initial_fast_weights.abs().amax() > 0) if eta > 0 else False
+        use_carry = bool(initial_fast_weights.abs().amax() > 0) if self.fast_learning_rate > 0 else False
         carry = h.new_ones(batch, 1)
         weights = h.new_zeros(batch, 0)
         history: list[th.Tensor] = []
@@ -265,9 +315,11 @@ class FastWeightsRNN(MemoryCore):
                     fast = fast + carry * th.bmm(initial_fast_weights, hs.unsqueeze(-1)).squeeze(-1)
                 return fast
 
-            h = self._inner_loop(slow, read)
+            candidate = self._inner_loop(slow, read)
+            h = self._update(h, candidate, None if gate_terms is None else gate_terms[t])
             # The write, in attention form: older entries decay by λ, the new state enters with weight η.
-            weights = th.cat([weights * lam, weights.new_full((batch, 1), eta)], dim=1)
+            new_weight = eta.expand(batch, 1) if self.learn_rates else weights.new_full((batch, 1), eta)
+            weights = th.cat([weights * lam, new_weight], dim=1)
             carry = carry * lam
             history.append(h)
             outputs.append(h)

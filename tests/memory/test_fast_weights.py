@@ -16,6 +16,8 @@ def reference_run(core: FastWeightsRNN, inputs, h, A, starts):
     W = core.hidden_to_hidden.weight
     C, b = core.input_to_hidden.weight, core.input_to_hidden.bias
     lam, eta = core.decay_rate, core.fast_learning_rate
+    if core.learn_rates:  # λ = sigmoid(logit), η = exp(log η)
+        lam, eta = 1 / (1 + th.exp(-core.decay_logit)), th.exp(core.log_fast_learning_rate)
     outputs = []
     for t in range(inputs.shape[0]):
         if starts[t]:
@@ -29,6 +31,10 @@ def reference_run(core: FastWeightsRNN, inputs, h, A, starts):
                 u = (u - u.mean()) / th.sqrt(u.var(unbiased=False) + core.layer_norm.eps)
                 u = u * core.layer_norm.weight + core.layer_norm.bias
             hs = th.relu(u)
+        if core.gated:  # z = σ(G x + U h + b): h(t+1) = h(t) + z ⊙ (h_S(t+1) − h(t))
+            G, bz, U = core.input_to_gate.weight, core.input_to_gate.bias, core.hidden_to_gate.weight
+            gate = th.sigmoid(G @ inputs[t] + bz + U @ h)
+            hs = h + gate * (hs - h)
         h = hs
         A = lam * A + eta * th.outer(h, h)  # A(t+1) contains h(t+1)
         outputs.append(h)
@@ -55,8 +61,11 @@ def random_state(core, batch, scale=0.3):
 @pytest.mark.parametrize("path", ["explicit", "attention"])
 @pytest.mark.parametrize("inner_steps", [1, 3])
 @pytest.mark.parametrize("layer_norm", [True, False])
-def test_matches_paper_equations(path, inner_steps, layer_norm):
-    core = make_core(path, inner_steps=inner_steps, layer_norm=layer_norm, decay_rate=0.9, fast_learning_rate=0.4)
+@pytest.mark.parametrize("options", [{}, {"gated": True, "learn_rates": True}], ids=["paper", "gated-learned"])
+def test_matches_paper_equations(path, inner_steps, layer_norm, options):
+    core = make_core(
+        path, inner_steps=inner_steps, layer_norm=layer_norm, decay_rate=0.9, fast_learning_rate=0.4, **options
+    )
     T, B = 9, 3
     # Without layer norm the fast term grows like |h|³ per step: keep the scale small so nothing overflows.
     scale = 1.0 if layer_norm else 0.1
@@ -104,9 +113,10 @@ def test_fast_weights_are_read():
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
-def test_paths_agree_with_carried_memory_and_resets(inner_steps):
-    explicit = make_core("explicit", inner_steps=inner_steps)
-    attention = make_core("attention", inner_steps=inner_steps)
+@pytest.mark.parametrize("options", [{}, {"gated": True, "learn_rates": True}], ids=["paper", "gated-learned"])
+def test_paths_agree_with_carried_memory_and_resets(inner_steps, options):
+    explicit = make_core("explicit", inner_steps=inner_steps, **options)
+    attention = make_core("attention", inner_steps=inner_steps, **options)
     T, B = 20, 4
     x = th.randn(T, B, F_IN, dtype=th.float64)
     starts = (th.rand(T, B) < 0.15).double()
@@ -115,10 +125,45 @@ def test_paths_agree_with_carried_memory_and_resets(inner_steps):
     out_a, state_a = attention(x, state, starts)
     th.testing.assert_close(out_e, out_a)
     th.testing.assert_close(state_e, state_a)
-    # and the gradients agree too
-    g_e = th.autograd.grad(out_e.square().sum(), explicit.hidden_to_hidden.weight)[0]
-    g_a = th.autograd.grad(out_a.square().sum(), attention.hidden_to_hidden.weight)[0]
-    th.testing.assert_close(g_e, g_a)
+    # and the gradients agree too, for every parameter
+    loss_e, loss_a = out_e.square().sum() + state_e.sum(), out_a.square().sum() + state_a.sum()
+    for g_e, g_a in zip(
+        th.autograd.grad(loss_e, list(explicit.parameters())),
+        th.autograd.grad(loss_a, list(attention.parameters())),
+        strict=True,
+    ):
+        th.testing.assert_close(g_e, g_a)
+
+
+@pytest.mark.parametrize("path", ["explicit", "attention"])
+def test_gated_learned_rates_gradcheck(path):
+    """Gradients w.r.t. the new parameters (η, λ, the gate) match finite differences on both paths."""
+    core = make_core(path, gated=True, learn_rates=True, fast_learning_rate=0.3)
+    T, B = 5, 2
+    x = th.randn(T, B, F_IN, dtype=th.float64)
+    starts = th.zeros(T, B, dtype=th.float64)
+    starts[2, 1] = 1.0
+    state = random_state(core, B)
+    params = [core.log_fast_learning_rate, core.decay_logit, core.input_to_gate.weight, core.hidden_to_gate.weight]
+
+    inputs = tuple(p.detach().clone().requires_grad_(True) for p in params)
+    # gradcheck perturbs `inputs`: functional_call routes them into the module in place of its parameters.
+    names = ["log_fast_learning_rate", "decay_logit", "input_to_gate.weight", "hidden_to_gate.weight"]
+
+    def functional(*values):
+        out, new_state = th.func.functional_call(core, dict(zip(names, values, strict=True)), (x, state, starts))
+        return out.sum(dim=-1), new_state.sum(dim=-1)
+
+    assert th.autograd.gradcheck(functional, inputs)
+    grads = th.autograd.grad(sum(o.sum() for o in functional(*inputs)), inputs)
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_balanced_fast_learning_rate():
+    core = FastWeightsRNN(F_IN, 64, decay_rate=0.95, fast_learning_rate="balanced")
+    assert core.fast_learning_rate == pytest.approx(2 * 0.05 / 64)
+    with pytest.raises(ValueError, match="fast_learning_rate"):
+        FastWeightsRNN(F_IN, 64, fast_learning_rate="large")
 
 
 @pytest.mark.parametrize("path", ["explicit", "attention"])
@@ -252,6 +297,8 @@ def test_stats_are_collected_only_when_asked():
         ({"input_size": 0}, "input_size"),
         ({"activation": "swish"}, "activation"),
         ({"compute_path": "fast"}, "compute_path"),
+        ({"learn_rates": True, "decay_rate": 1.0}, "learn_rates"),
+        ({"learn_rates": True, "fast_learning_rate": 0.0}, "learn_rates"),
     ],
 )
 def test_invalid_settings_raise_value_error(kwargs, names):

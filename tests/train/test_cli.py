@@ -133,13 +133,15 @@ def test_normalize_saved_and_applied_frozen(tmp_path: Path, capsys: pytest.Captu
 
 def test_config_file_and_precedence(tmp_path: Path) -> None:
     config_file = tmp_path / "hp.yml"
-    config_file.write_text(yaml.safe_dump({CATCH: {"n_steps": 4, "gamma": 0.9, "policy_kwargs": {"net_arch": [8]}}}))
+    memory_kwargs = {"fast-weights": {"fast_learning_rate": 0.005}, "gru": {"num_layers": 2}}
+    entry = {"n_steps": 4, "gamma": 0.9, "policy_kwargs": {"net_arch": [8]}, "memory_kwargs": memory_kwargs}
+    config_file.write_text(yaml.safe_dump({CATCH: entry}))
     args = [*tiny(tmp_path), "--config", str(config_file), "--hparams", "gamma=0.95"]
     args += ["--policy-kwargs", "decay_rate=0.9"]
     assert a2c.main(args) == 0
     params = run_config(tmp_path / "run")["hyperparams"]
     assert params["n_steps"] == 4 and params["gamma"] == 0.95  # --hparams beats --config
-    # fast_learning_rate: hyperparams.yml's memory_kwargs for fast weights on Catch.
+    # fast_learning_rate: the config file's memory_kwargs for fast weights (the gru entry is not for this policy).
     expected = {"hidden_size": 8, "net_arch": [8], "fast_learning_rate": 0.005, "decay_rate": 0.9}
     assert params["policy_kwargs"] == expected
     # A run's config.yml is a valid --config: the same hyperparameters again.

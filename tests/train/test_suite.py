@@ -1,0 +1,77 @@
+"""``python -m train.suite``: the grid of tasks × memories × seeds, its resume, and the scored report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from train import suite
+
+#: Two tiny tasks (a few seconds each) standing in for the suite's table.
+TINY_TASKS = {
+    "tmaze": suite.Task("tmaze", "fw_agents/TMazeActive-L10-v0", "a2c", 0.5, 1.0, {"quick": 256}),
+    "catch": suite.Task("catch", "fw_agents/Catch-N16-M3-v0", "a2c", -0.125, 1.0, {"quick": 256, "full": 512}),
+}
+
+
+@pytest.fixture
+def tiny_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(suite, "TASKS", tuple(TINY_TASKS.values()))
+    monkeypatch.setattr(suite, "TASKS_BY_NAME", TINY_TASKS)
+    monkeypatch.setattr(suite, "EVALUATIONS", 2)
+
+
+def test_task_scores_are_normalised_between_memoryless_and_optimal() -> None:
+    task = suite.TASKS_BY_NAME["tmaze-passive-l50"]
+    assert task.normalise(0.5) == 0.0 and task.normalise(1.0) == 1.0 and task.normalise(0.75) == 0.5
+    assert {task.name for task in suite.TASKS} >= {
+        "cartpole-novel", "catch-n16", "catch-n24", "tmaze-passive-l50", "tmaze-active-l10", "assoc-k4",
+        "minigrid-s7", "minigrid-s9",
+    }  # fmt: skip
+    assert all("full" in task.budgets for task in suite.TASKS)
+
+
+def test_grid_covers_the_profile_and_gives_every_memory_the_same_settings(tmp_path: Path, tiny_suite: None) -> None:
+    args = suite.build_parser().parse_args(["run", "--out-dir", str(tmp_path), "--profile", "full"])
+    cells = suite.grid(args)
+    # "tmaze" has no full budget: skipped; "catch" runs every memory with 3 seeds.
+    assert len(cells) == len(suite.MEMORIES) * 3
+    assert {cell.save_dir.parent.name for cell in cells} == {"catch"}
+    commands = [cell.command for cell in cells]
+    assert all(c[c.index("--total-timesteps") + 1] == "512" for c in commands)
+    paper = [c for c in commands if "fast-weights-paper" in str(c)]
+    assert paper and all("fast_learning_rate=0.5" in c for c in paper)
+    others = [c for c in commands if "fast-weights-paper" not in str(c)]
+    assert not any("--policy-kwargs" in c for c in others)  # no memory gets options of its own
+
+
+def test_quick_suite_runs_resumes_and_reports(
+    tmp_path: Path, tiny_suite: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--out-dir", str(tmp_path), "--memories", "fast-weights", "mlp", "--jobs", "2"]
+    assert suite.main(argv) == 0
+    report = json.loads((tmp_path / "suite.json").read_text())
+    assert report["suite_version"] == suite.SUITE_VERSION and report["profile"] == "quick"
+    assert len(report["runs"]) == 2 * 2  # tasks × memories, the quick profile's one seed
+    for run in report["runs"]:
+        task = TINY_TASKS[run["task"]]
+        assert run["score"] == pytest.approx(task.normalise(run["final_return"]))
+    for memory in ("fast-weights", "mlp"):
+        total = report["aggregate"][memory]
+        assert total["ci_low"] <= total["iqm"] <= total["ci_high"] and total["tasks"] == 2
+    for name in ("suite.md", "curves.png", "aggregate.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "| catch | fast-weights |" in (tmp_path / "suite.md").read_text()
+
+    capsys.readouterr()
+    assert suite.main(argv) == 0  # everything finished: nothing is trained again
+    assert capsys.readouterr().out.count("already finished, kept") == 4
+
+
+def test_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert suite.main(["report", str(tmp_path / "missing")]) == 2
+    assert suite.main(["run", "--out-dir", str(tmp_path), "--tasks", "catch-n24", "--profile", "quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("python -m train.suite: error:") for line in err)

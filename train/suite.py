@@ -1,0 +1,385 @@
+"""The memory suite: every memory on every memory task, scored on one scale.
+
+    python -m train.suite run --profile quick --out-dir runs/suite-quick --jobs 2
+    python -m train.suite report runs/suite-quick
+
+``run`` trains each memory of :data:`MEMORIES` on each task of :data:`TASKS` × seeds, one ``python -m train.a2c``
+(or ``train.ppo``) process per cell, ``--jobs`` at a time, in ``OUT_DIR/<task>/<memory>-s<seed>``; finished cells
+are kept, so the same command resumes an interrupted suite (as ``train.compare run`` does). Then it writes the
+report. Every memory of a task shares the task's algorithm, budget and hyperparameters (its ``train/hyperparams.yml``
+entry, which has no per-memory options): no memory is tuned more than another.
+
+``report`` scores each run by its final deterministic evaluation (100 episodes), normalised per task so that
+0 is the best a memoryless policy can do and 1 is optimal (both from the envs table in the README), and writes
+``suite.json``, ``suite.md``, ``curves.png`` (normalised evaluation return per task, mean ± std over seeds) and
+``aggregate.png`` (interquartile mean over tasks and seeds with 95% stratified-bootstrap confidence intervals,
+Agarwal et al. 2021, computed with ``rliable``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train import common
+from train import runs as runs_
+from train.argtypes import positive_int
+from train.common import CLIError
+from train.compare import GridRun, execute, train_command, unfinished
+
+#: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
+SUITE_VERSION = 1
+#: Normalised score a run must reach for "steps to 0.9".
+STEPS_THRESHOLD = 0.9
+#: Evaluations per run (the periodic evaluations behind the curves and the steps to 0.9).
+EVALUATIONS = 20
+
+
+@dataclass(frozen=True)
+class Task:
+    """One suite task: an env, the algorithm and budgets every memory gets, and its score scale.
+
+    :param memoryless_return: the best return a memoryless policy can reach (normalised score 0).
+    :param optimal_return: the optimal return (normalised score 1).
+    :param budgets: env steps per profile; a profile without an entry skips the task.
+    """
+
+    name: str
+    env_id: str
+    algo: str
+    memoryless_return: float
+    optimal_return: float
+    budgets: dict[str, int]
+
+    def normalise(self, value: float | np.ndarray) -> float | np.ndarray:
+        return (value - self.memoryless_return) / (self.optimal_return - self.memoryless_return)
+
+
+#: The tasks, version :data:`SUITE_VERSION`. Score constants: the README's envs table (memoryless: the best a
+#: policy without memory can do, proven or, for CartPole and MiniGrid, measured).
+TASKS: tuple[Task, ...] = (
+    Task("cartpole-novel", "fw_agents/CartPoleNoVel-v1", "ppo", 42.0, 500.0, {"quick": 100_000, "full": 100_000}),
+    Task("catch-n16", "fw_agents/Catch-N16-M3-v0", "a2c", -0.125, 1.0, {"quick": 1_000_000, "full": 1_500_000}),
+    Task("catch-n24", "fw_agents/Catch-N24-M5-v0", "a2c", -1 / 12, 1.0, {"full": 4_000_000}),
+    Task("tmaze-passive-l50", "fw_agents/TMazePassive-L50-v0", "a2c", 0.5, 1.0, {"quick": 200_000, "full": 500_000}),
+    Task("tmaze-active-l10", "fw_agents/TMazeActive-L10-v0", "a2c", 0.5, 1.0, {"quick": 200_000, "full": 500_000}),
+    Task("assoc-k4", "fw_agents/AssociativeRetrieval-K4-v0", "a2c", 0.1, 1.0, {"quick": 500_000, "full": 1_000_000}),
+    Task("minigrid-s7", "fw_agents/MiniGrid-MemoryS7-v0", "ppo", 0.48, 0.95, {"full": 1_000_000}),
+    Task("minigrid-s9", "fw_agents/MiniGrid-MemoryS9-v0", "ppo", 0.49, 0.97, {"full": 1_000_000}),
+)
+TASKS_BY_NAME = {task.name: task for task in TASKS}
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A suite entry: a ``--policy`` choice and the policy options that make the variant (none: the defaults)."""
+
+    name: str
+    policy: str
+    policy_kwargs: tuple[str, ...] = ()
+
+
+#: The paper's cell (Ba et al. 2016): η = 0.5, λ = 0.95, S = 1, no gate, fixed rates.
+PAPER_FAST_WEIGHTS = ("decay_rate=0.95", "fast_learning_rate=0.5", "gated=false", "learn_rates=false")
+MEMORIES: tuple[Memory, ...] = (
+    Memory("fast-weights", "fast-weights"),
+    Memory("fast-weights-paper", "fast-weights", PAPER_FAST_WEIGHTS),
+    Memory("lstm", "lstm"),
+    Memory("gru", "gru"),
+    Memory("mlp", "mlp"),
+)
+MEMORIES_BY_NAME = {memory.name: memory for memory in MEMORIES}
+PROFILES = {"quick": (0,), "full": (0, 1, 2)}  # profile -> seeds
+
+
+# ----------------------------------------------------------------------------------------------- run
+def cell_dir(out_dir: Path, task: Task, memory: Memory, seed: int) -> Path:
+    return out_dir / task.name / f"{memory.name}-s{seed}"
+
+
+def grid(args: argparse.Namespace) -> list[GridRun]:
+    """Every (task, memory, seed) cell of the profile, as a training command."""
+    out_dir = Path(args.out_dir)
+    tasks = [TASKS_BY_NAME[name] for name in args.tasks] if args.tasks else TASKS
+    memories = [MEMORIES_BY_NAME[name] for name in args.memories] if args.memories else MEMORIES
+    seeds = args.seeds if args.seeds is not None else PROFILES[args.profile]
+    cells = []
+    for task in tasks:
+        budget = task.budgets.get(args.profile)
+        if budget is None:
+            if args.tasks:
+                raise CLIError(f"task {task.name} is not in the {args.profile} profile; its profiles: {task.budgets}")
+            continue
+        for memory in memories:
+            for seed in seeds:
+                save_dir = cell_dir(out_dir, task, memory, seed)
+                train_args = [
+                    "--total-timesteps", str(budget), "--eval-freq", str(budget // EVALUATIONS),
+                    "--checkpoint-freq", "0", "--verbose", "0",
+                    *(["--policy-kwargs", *memory.policy_kwargs] if memory.policy_kwargs else []),
+                ]  # fmt: skip
+                command = train_command(
+                    task.algo, task.env_id, memory.policy, seed, save_dir, out_dir / "tb", train_args
+                )
+                cells.append(GridRun(save_dir, command))
+    return cells
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    cells = grid(args)
+    todo = unfinished(cells)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"suite_version": SUITE_VERSION, "profile": args.profile}
+    (out_dir / "suite-manifest.json").write_text(json.dumps(manifest) + "\n")
+    status = execute(cells, todo, args.jobs)
+    if status == 130:
+        return status
+    write_report(out_dir)
+    return status
+
+
+# ----------------------------------------------------------------------------------------------- report
+@dataclass
+class CellResult:
+    """One run's score: the normalised final return, the steps until an evaluation reached 0.9 (None: never)."""
+
+    task: str
+    memory: str
+    seed: int
+    final_return: float
+    score: float
+    steps_to_threshold: int | None
+    wall_time_s: float | None
+    run: str
+
+
+def cell_result(task: Task, memory: str, run: Path, config: dict[str, Any]) -> CellResult | None:
+    final = ((config.get("result") or {}).get("final_eval_deterministic") or {}).get("mean_return")
+    if final is None:
+        return None
+    scalars = runs_.run_scalars(run, config, "eval/mean_reward")
+    reached = None
+    if scalars is not None:
+        hits = np.flatnonzero(task.normalise(scalars.values) >= STEPS_THRESHOLD - 1e-6)
+        reached = int(scalars.steps[hits[0]]) if len(hits) else None
+    return CellResult(
+        task=task.name,
+        memory=memory,
+        seed=int(config["seed"]),
+        final_return=float(final),
+        score=float(task.normalise(final)),
+        steps_to_threshold=reached,
+        wall_time_s=(config.get("result") or {}).get("wall_time_s"),
+        run=str(run),
+    )
+
+
+def collect(out_dir: Path) -> list[CellResult]:
+    """Every finished cell under ``out_dir`` (``<task>/<memory>-s<seed>``)."""
+    results = []
+    for task in TASKS:
+        task_dir = out_dir / task.name
+        if not task_dir.is_dir():
+            continue
+        for run in sorted(p for p in task_dir.iterdir() if (p / common.CONFIG_NAME).is_file()):
+            memory = run.name.rsplit("-s", 1)[0]
+            result = cell_result(task, memory, run, common.load_yaml(run / common.CONFIG_NAME, "run config"))
+            if result is not None:
+                results.append(result)
+    return results
+
+
+def aggregate(results: Sequence[CellResult], reps: int = 2000) -> dict[str, dict[str, float]]:
+    """Per memory: the interquartile mean of the normalised scores over the tasks every memory ran and their
+    seeds, with a 95% stratified-bootstrap confidence interval (rliable)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    memories = sorted({r.memory for r in results})
+    tasks = sorted(set.intersection(*({r.task for r in results if r.memory == m} for m in memories)))
+    scores: dict[str, np.ndarray] = {}
+    for memory in memories:
+        per_task = [[r.score for r in results if r.memory == memory and r.task == task] for task in tasks]
+        n_runs = min(len(scores_) for scores_ in per_task)  # rliable needs a (runs, tasks) matrix
+        scores[memory] = np.array([s[:n_runs] for s in per_task]).T
+    with warnings.catch_warnings():  # arch deprecates the RandomState that rliable hands it
+        warnings.simplefilter("ignore", FutureWarning)
+        points, intervals = rly.get_interval_estimates(
+            scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps, random_state=np.random.RandomState(0)
+        )
+    return {
+        memory: {
+            "iqm": float(points[memory][0]),
+            "ci_low": float(intervals[memory][0, 0]),
+            "ci_high": float(intervals[memory][1, 0]),
+            "tasks": len(tasks),
+            "runs_per_task": int(scores[memory].shape[0]),
+        }
+        for memory in memories
+    }
+
+
+def summary(results: Sequence[CellResult]) -> list[dict[str, Any]]:
+    """Per task and memory: mean and std of the score, steps to 0.9 (median of the seeds that got there), wall time."""
+    rows = []
+    for task in TASKS:
+        for memory in [m.name for m in MEMORIES] + sorted({r.memory for r in results} - set(MEMORIES_BY_NAME)):
+            group = sorted((r for r in results if r.task == task.name and r.memory == memory), key=lambda r: r.seed)
+            if not group:
+                continue
+            scores = [r.score for r in group]
+            reached = [r.steps_to_threshold for r in group if r.steps_to_threshold is not None]
+            walls = [r.wall_time_s for r in group if r.wall_time_s is not None]
+            rows.append(
+                {
+                    "task": task.name,
+                    "memory": memory,
+                    "seeds": [r.seed for r in group],
+                    "scores": scores,
+                    "score_mean": statistics.fmean(scores),
+                    "score_std": statistics.pstdev(scores),
+                    "reached": len(reached),
+                    "steps_to_threshold_median": statistics.median(reached) if reached else None,
+                    "wall_time_s_mean": statistics.fmean(walls) if walls else None,
+                }
+            )
+    return rows
+
+
+def markdown(rows: Sequence[dict[str, Any]], totals: dict[str, dict[str, float]]) -> str:
+    lines = [
+        f"| task | memory | normalised score, mean ± std (per seed) | steps to {STEPS_THRESHOLD} (reached) | "
+        "wall time (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        per_seed = " / ".join(f"{s:.2f}" for s in row["scores"])
+        steps = row["steps_to_threshold_median"]
+        wall = row["wall_time_s_mean"]
+        lines.append(
+            f"| {row['task']} | {row['memory']} | {row['score_mean']:.2f} ± {row['score_std']:.2f} ({per_seed}) | "
+            f"{'—' if steps is None else f'{steps / 1000:.0f}k'} ({row['reached']}/{len(row['scores'])}) | "
+            f"{'—' if wall is None else f'{wall:.0f}'} |"
+        )
+    lines += ["", "| memory | IQM over tasks and seeds [95% CI] | tasks × runs |", "|---|---|---|"]
+    for memory, total in sorted(totals.items(), key=lambda item: -item[1]["iqm"]):
+        lines.append(
+            f"| {memory} | {total['iqm']:.2f} [{total['ci_low']:.2f}, {total['ci_high']:.2f}] | "
+            f"{total['tasks']} × {total['runs_per_task']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(results: Sequence[CellResult], out: Path) -> None:
+    """Normalised evaluation return against env steps, one panel per task, mean ± std over seeds per memory."""
+    from train.plot import mean_and_std, plt
+
+    tasks = [task for task in TASKS if any(r.task == task.name for r in results)]
+    columns = min(4, len(tasks))
+    rows_ = -(-len(tasks) // columns)
+    fig, axes = plt.subplots(rows_, columns, figsize=(4.5 * columns, 3.6 * rows_), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for memory in dict.fromkeys(r.memory for r in results if r.task == task.name):
+            curves = []
+            for r in results:
+                if r.task == task.name and r.memory == memory:
+                    run = Path(r.run)
+                    scalars = runs_.run_scalars(run, common.load_yaml(run / common.CONFIG_NAME), "eval/mean_reward")
+                    if scalars is not None:
+                        curves.append((scalars.steps, task.normalise(scalars.values)))
+            if curves:
+                grid_, mean, std = mean_and_std(curves, 100)
+                (line,) = ax.plot(grid_, mean, label=memory)
+                ax.fill_between(grid_, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(task.name)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("normalised eval return")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_aggregate(totals: dict[str, dict[str, float]], out: Path) -> None:
+    from train.plot import plt
+
+    memories = sorted(totals, key=lambda m: totals[m]["iqm"])
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(memories) + 1.2))
+    for i, memory in enumerate(memories):
+        total = totals[memory]
+        ax.plot([total["ci_low"], total["ci_high"]], [i, i], linewidth=6, alpha=0.5)
+        ax.plot([total["iqm"]], [i], "k|", markersize=14)
+    ax.set_yticks(range(len(memories)), memories)
+    ax.set_xlabel("IQM of normalised score (95% stratified-bootstrap CI)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out_dir: Path) -> None:
+    results = collect(out_dir)
+    if not results:
+        raise CLIError(f"no finished suite runs under {out_dir}")
+    rows = summary(results)
+    totals = aggregate(results)
+    manifest_path = out_dir / "suite-manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    payload = {**manifest, "aggregate": totals, "summary": rows, "runs": [asdict(r) for r in results]}
+    (out_dir / "suite.json").write_text(json.dumps(payload, indent=2) + "\n")
+    table = markdown(rows, totals)
+    (out_dir / "suite.md").write_text(table)
+    plot_curves(results, out_dir / "curves.png")
+    plot_aggregate(totals, out_dir / "aggregate.png")
+    print(table)
+    print(f"wrote {out_dir / 'suite.json'}, suite.md, curves.png and aggregate.png")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out_dir)
+    if not out_dir.is_dir():
+        raise CLIError(f"{out_dir} is not a folder")
+    write_report(out_dir)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.ArgumentParser(prog="python -m train.suite", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    run = subparsers.add_parser("run", help="train every memory on every task x seeds, then write the report")
+    run.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="budgets and seeds (default: quick)")
+    run.add_argument("--out-dir", required=True, metavar="DIR")
+    run.add_argument("--tasks", nargs="+", choices=list(TASKS_BY_NAME), help="a subset of the tasks")
+    run.add_argument("--memories", nargs="+", choices=list(MEMORIES_BY_NAME), help="a subset of the memories")
+    run.add_argument(
+        "--seeds", nargs="+", type=int, metavar="N", help="instead of the profile's (quick: 0; full: 0 1 2)"
+    )
+    run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
+    run.set_defaults(func=run_suite)
+    report = subparsers.add_parser("report", help="score the finished runs: suite.json, suite.md and plots")
+    report.add_argument("out_dir", metavar="DIR")
+    report.set_defaults(func=run_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    return common.run_cli(build_parser(), lambda args: int(args.func(args)), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
