@@ -93,10 +93,24 @@ class SuccessInfoWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, reward, terminated, truncated, info
 
 
+class FirstActionsWrapper(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """Keeps MiniGrid's first ``n_actions`` actions (3: turn left, turn right, forward; the rest of the memory
+    tasks' 7 do nothing there), so that the agent does not spend its exploration on no-ops."""
+
+    def __init__(self, env: gym.Env, n_actions: int) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, n_actions=n_actions)
+        gym.ActionWrapper.__init__(self, env)
+        self.action_space = spaces.Discrete(n_actions)
+
+    def action(self, action: int) -> int:
+        return int(action)
+
+
 def make_minigrid_env(
     env_id: str = DEFAULT_ENV_ID,
     view_size: int = DEFAULT_VIEW_SIZE,
     flat: bool = False,
+    n_actions: int = 7,
     render_mode: str | None = None,
     **kwargs: Any,
 ) -> gym.Env:
@@ -106,13 +120,18 @@ def make_minigrid_env(
         env_id: one of :data:`MINIGRID_MEMORY_IDS`.
         view_size: odd, >= 3 (MiniGrid's requirement); 3 makes the task need memory (see module docstring).
         flat: one flat one-hot float32 vector instead of the ``{"image", "direction"}`` Dict.
+        n_actions: MiniGrid's first ``n_actions`` actions, 3 to 7 (3: turn left, turn right, forward, the only
+            ones that do anything in the memory tasks).
         render_mode: ``"rgb_array"`` (the whole grid, 32 px per cell, view highlighted), ``"human"`` or ``None``.
         **kwargs: passed to the MiniGrid constructor (e.g. ``max_steps``).
     """
     check_choice("env_id", env_id, MINIGRID_MEMORY_IDS)
     check_int("view_size", view_size, 3)
+    check_int("n_actions", n_actions, 3, 7)
     if view_size % 2 == 0:
         raise ValueError(f"view_size must be odd and >= 3, got {view_size}")
     # The outer gymnasium.make (our registered id) adds its own checker; don't stack two.
     env = gym.make(env_id, agent_view_size=view_size, render_mode=render_mode, disable_env_checker=True, **kwargs)
+    if n_actions < 7:
+        env = FirstActionsWrapper(env, n_actions)
     return SuccessInfoWrapper(SymbolicObsWrapper(env, flat=flat))

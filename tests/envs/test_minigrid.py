@@ -151,3 +151,14 @@ def test_success_flag() -> None:
 def test_bad_arguments(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         make_minigrid_env(**kwargs)
+
+
+def test_n_actions_keeps_minigrids_first_actions() -> None:
+    env = gym.make("fw_agents/MiniGrid-MemoryS7-v0", n_actions=3)
+    assert env.action_space == gym.spaces.Discrete(3)
+    env.reset(seed=0)
+    direction = env.unwrapped.agent_dir
+    env.step(1)  # MiniGrid's "turn right"
+    assert env.unwrapped.agent_dir == (direction + 1) % 4
+    with pytest.raises(ValueError, match="n_actions"):
+        gym.make("fw_agents/MiniGrid-MemoryS7-v0", n_actions=2)
