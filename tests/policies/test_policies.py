@@ -9,7 +9,8 @@ from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from fw_agents import POLICY_ALIASES, register_policy_aliases
+import envs  # noqa: F401  (registers the fw_agents/ ids)
+from fw_agents import POLICY_ALIASES, MiniGridSymbolicExtractor, register_policy_aliases
 from fw_agents.policies import (
     FastWeightsActorCriticCnnPolicy,
     FastWeightsActorCriticPolicy,
@@ -94,15 +95,14 @@ def test_critic_memory_options(memory_options):
     assert model.policy.lstm_critic is None and (model.policy.critic is None) == shared
 
 
-def test_training_sequences_reproduce_the_rollout_log_probs():
-    """Stored states + whole-sequence evaluation give back exactly what the step-by-step rollout computed."""
-    model = RecurrentPPO(
-        FastWeightsActorCriticPolicy, make_env(n_envs=3), policy_kwargs=SMALL, n_steps=24, batch_size=24, seed=0
-    )
-    _, callback = model._setup_learn(72, None)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=24)
+def assert_sequences_reproduce_the_rollout(model: RecurrentPPO, batch_size: int) -> None:
+    """Collect one rollout, then evaluate the buffer's training sequences (stored states, resets, minibatch cuts)
+    as training does: the values and log-probabilities must be those the step-by-step rollout computed."""
+    n_steps, n_envs = model.n_steps, model.n_envs
+    _, callback = model._setup_learn(n_steps * n_envs, None)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=n_steps)
     checked = 0
-    for batch in model.rollout_buffer.get(batch_size=24):
+    for batch in model.rollout_buffer.get(batch_size=batch_size):
         with th.no_grad():
             values, log_prob, _ = model.policy.evaluate_actions(
                 batch.observations, batch.actions.long().flatten(), batch.lstm_states, batch.episode_starts
@@ -111,7 +111,30 @@ def test_training_sequences_reproduce_the_rollout_log_probs():
         th.testing.assert_close(log_prob[mask], batch.old_log_prob[mask], atol=1e-5, rtol=1e-5)
         th.testing.assert_close(values.flatten()[mask], batch.old_values[mask], atol=1e-5, rtol=1e-5)
         checked += int(mask.sum())
-    assert checked == 72
+    assert checked == n_steps * n_envs
+
+
+def test_training_sequences_reproduce_the_rollout_log_probs():
+    """Stored states + whole-sequence evaluation give back exactly what the step-by-step rollout computed."""
+    model = RecurrentPPO(
+        FastWeightsActorCriticPolicy, make_env(n_envs=3), policy_kwargs=SMALL, n_steps=24, batch_size=24, seed=0
+    )
+    assert_sequences_reproduce_the_rollout(model, batch_size=24)
+
+
+@pytest.mark.parametrize(
+    "policy", [FastWeightsMultiInputActorCriticPolicy, GRUMultiInputActorCriticPolicy, "MultiInputLstmPolicy"]
+)
+def test_minigrid_dict_sequences_reproduce_the_rollout(policy):
+    """A batch↔sequence reshape bug on Dict observations gives exactly a random agent on MiniGrid's memory task:
+    the training sequences of MemoryS7's Dict observations (symbolic image + direction) must reproduce the
+    rollout, with episodes ending inside the rollout and minibatches cutting sequences."""
+    env = make_vec_env("fw_agents/MiniGrid-MemoryS7-v0", n_envs=3, seed=0, env_kwargs={"n_actions": 3})
+    size = "lstm_hidden_size" if isinstance(policy, str) else "hidden_size"
+    kwargs = {size: 16, "net_arch": [16], "features_extractor_class": MiniGridSymbolicExtractor}
+    model = RecurrentPPO(policy, env, policy_kwargs=kwargs, n_steps=64, batch_size=48, seed=0)
+    assert_sequences_reproduce_the_rollout(model, batch_size=48)
+    assert model.rollout_buffer.episode_starts[1:].any()  # some episodes ended inside the rollout
 
 
 def test_save_load_gives_identical_predictions(tmp_path):
