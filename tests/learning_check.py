@@ -28,9 +28,6 @@ import envs  # noqa: F401  (registers fw_agents/CartPoleNoVel-v1)
 from fw_agents import FastWeightsActorCriticPolicy, GRUActorCriticPolicy, NoMemoryActorCriticPolicy
 
 ENV_ID = "fw_agents/CartPoleNoVel-v1"
-# The paper's η = 0.5 drowns a 2-number observation: at H = 64 the fast term starts ~130× the slow one and
-# the policy never learns (best return 16). A fast term about as large as the slow one learns.
-RL_MEMORY_KWARGS = {"fast_learning_rate": 0.002}
 POLICIES = {
     "fast-weights": (FastWeightsActorCriticPolicy, "hidden_size"),
     "gru": (GRUActorCriticPolicy, "hidden_size"),

@@ -1,19 +1,19 @@
 """Learning checks (marker ``slow``; CI runs them): the bar sb3-contrib sets for its own LSTM policy, and the
 main job (fast weights on Catch) beating every memoryless policy.
 
-RecurrentPPO with the fast-weights policy must reach a mean evaluation return of 450 on CartPole without
+RecurrentPPO with the fast-weights policy, at its defaults (no memory option given), must reach a mean evaluation return of 450 on CartPole without
 velocities within 100k steps, where a memoryless policy stays near 50. Figures for the README come from
 ``python -m tests.learning_check`` (same code).
 """
 
 import pytest
 
-from tests.learning_check import RL_MEMORY_KWARGS, run
+from tests.learning_check import run
 
 
 @pytest.mark.slow
 def test_fast_weights_policy_solves_cartpole_without_velocities():
-    result = run("fast-weights", seed=0, budget=100_000, memory_kwargs=RL_MEMORY_KWARGS)
+    result = run("fast-weights", seed=0, budget=100_000)
     print(result)
     assert result.steps_to_threshold is not None, result
     assert result.best_mean_reward >= 450
