@@ -7,6 +7,15 @@ Per environment, with ``A`` and ``h`` reset to zero at every episode start::
     h_{s+1}(t+1) = f(LN[W h(t) + C x(t) + A(t) h_s(t+1)])       s = 0 .. S-1
     h(t+1)      = h_S(t+1)
 
+Two options depart from the paper (both off here, on in the fast-weights *policies*, where they make agents
+learn without a per-task η; README, "defaults that learn"):
+
+* ``gated``: an update gate makes the step additive, as in a GRU: ``h(t+1) = h(t) + z ⊙ (h_S(t+1) − h(t))`` with
+  ``z = σ(G x(t) + U h(t) + b)``; the write uses this h(t+1).
+* ``learn_rates``: λ and η are trained with the other weights (λ = sigmoid(·), η = exp(·): positive by
+  construction), starting from the given values; ``fast_learning_rate="balanced"`` starts η at 2(1−λ)/H, where
+  the fast term is about as large as the slow one.
+
 Two computation paths give the same numbers:
 
 * ``"explicit"`` keeps the H×H matrix A per environment: O(H²) per step, and autograd keeps every A(t),
