@@ -131,7 +131,8 @@ def test_stacked_layers_train_and_carry_every_layer_state(policy_class: type) ->
     model = RecurrentPPO(policy_class, make_env(), policy_kwargs=kwargs, **PPO_SMALL)
     model.learn(32)
     core = model.policy.lstm_actor.core
-    one_layer = policy_class.core_class(4, 4).state_size
+    single = policy_class(model.observation_space, model.action_space, lambda _: 1e-3, **dict(kwargs, n_lstm_layers=1))
+    one_layer = single.lstm_actor.core.state_size
     assert core.state_size == 3 * one_layer  # D grows; the layout still reports one layer of two slots
     assert model.policy.lstm_actor.num_layers == 1
     assert model.policy.lstm_actor.hidden_size == (3 * one_layer + 1) // 2
@@ -187,8 +188,10 @@ def test_model_and_policy_save_load_round_trip_either_spelling(spelling: str, tm
     model.policy.save(tmp_path / "policy.pt")
     loaded_model = RecurrentPPO.load(tmp_path / "model.zip")
     loaded_policy = FastWeightsActorCriticPolicy.load(tmp_path / "policy.pt")
+    saved = {k: v for k, v in model.policy._get_constructor_parameters().items() if k != "lr_schedule"}
     for loaded in (loaded_model.policy, loaded_policy):
-        assert loaded.num_layers == 2 and loaded.lstm_actor.core.layers[1].decay_rate == 0.9
+        assert {k: v for k, v in loaded._get_constructor_parameters().items() if k != "lr_schedule"} == saved
+        assert loaded.num_layers == 2 and saved["decay_rate"] == 0.9
         for got, want in zip(predictions(loaded.predict), expected, strict=True):
             np.testing.assert_array_equal(got, want)
 
