@@ -2,7 +2,7 @@
 
 from fw_agents.a2c import RecurrentA2C
 from fw_agents.extractors import MiniGridSymbolicExtractor
-from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore
+from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore, StackedCore
 from fw_agents.policies import (
     POLICY_ALIASES,
     FastWeightsActorCriticCnnPolicy,
@@ -15,6 +15,7 @@ from fw_agents.policies import (
     NoMemoryActorCriticPolicy,
     NoMemoryMultiInputActorCriticPolicy,
     RecurrentMemoryActorCriticPolicy,
+    canonical_policy_kwargs,
     register_policy_aliases,
 )
 
@@ -40,5 +41,7 @@ __all__ = [
     "NoMemoryMultiInputActorCriticPolicy",
     "RecurrentA2C",
     "RecurrentMemoryActorCriticPolicy",
+    "StackedCore",
+    "canonical_policy_kwargs",
     "register_policy_aliases",
 ]

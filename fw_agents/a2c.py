@@ -35,7 +35,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from fw_agents.policies import POLICY_ALIASES, RecurrentMemoryActorCriticPolicy
+from fw_agents.policies import POLICY_ALIASES, RecurrentMemoryActorCriticPolicy, policy_kwargs_for_class
 from fw_agents.predict_guard import StatelessPredictGuard
 
 SelfRecurrentA2C = TypeVar("SelfRecurrentA2C", bound="RecurrentA2C")
@@ -121,7 +121,9 @@ class RecurrentA2C(OnPolicyAlgorithm):
     :param normalize_advantage: normalize advantages over the batch (off in the original A2C)
     :param stats_window_size: episodes averaged by the rollout/* logs
     :param tensorboard_log: tensorboard log folder (None: no tensorboard)
-    :param policy_kwargs: keyword arguments for the policy (``lstm_hidden_size``, ...)
+    :param policy_kwargs: keyword arguments for the policy, in fw-agents' names or sb3-contrib's
+        (``hidden_size`` or ``lstm_hidden_size``, ...): translated for the policy class, see
+        :func:`fw_agents.policies.policy_kwargs_for_class`
     :param verbose: 0 silent, 1 info, 2 debug
     :param seed: seed for the pseudo random generators
     :param device: torch device ("auto": GPU if available)
@@ -183,6 +185,9 @@ class RecurrentA2C(OnPolicyAlgorithm):
             _init_setup_model=False,
             supported_action_spaces=(spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary),
         )
+        # Either spelling, for any recurrent policy: ours get fw-agents' names, sb3-contrib's LSTM policies theirs
+        # (a model saved before this also loads: its kwargs were in the names its policy takes).
+        self.policy_kwargs = policy_kwargs_for_class(self.policy_class, self.policy_kwargs)
         self.normalize_advantage = normalize_advantage
         # Live memory state of the training envs, carried across rollouts (never saved).
         self._last_lstm_states: RNNStates | None = None

@@ -78,8 +78,9 @@ class MemoryStatsCallback(BaseCallback):
                 self.logger.record(f"memory/{key}", float(np.mean([sample[key] for sample in self._samples])))
         self._samples = []
 
-    def _stat_layouts(self) -> list[tuple[str, Any]]:
-        """``(prefix, state-layout module)`` for each memory of the policy whose core collects stats."""
+    def _stat_layouts(self) -> list[tuple[str, Any, list[Any]]]:
+        """``(prefix, state-layout module, its cores that collect stats)`` for each memory of the policy that has
+        such cores: the core itself, or every layer of a stacked memory (``num_layers > 1``)."""
         policy = self.model.policy
         found = []
         for prefix, layout in (
@@ -87,13 +88,15 @@ class MemoryStatsCallback(BaseCallback):
             ("critic_", getattr(policy, "lstm_critic", None)),
         ):
             core = getattr(layout, "core", None)
-            if core is not None and hasattr(core, "collect_stats"):
-                found.append((prefix, layout))
+            stat_cores = [module for module in core.modules() if hasattr(module, "collect_stats")] if core else []
+            if stat_cores:
+                found.append((prefix, layout, stat_cores))
         return found
 
     def measure(self) -> dict[str, float]:
         """Stats of one step from the model's current observations and memory state (inside ``on_step``: the
-        input of the step just taken); ``{}`` if the policy has no fast-weights core or there is no state yet."""
+        input of the step just taken); ``{}`` if the policy has no fast-weights core or there is no state yet.
+        Layers of a stacked memory are told apart by a ``layer<i>_`` prefix, bottom layer 0."""
         layouts = self._stat_layouts()
         states = getattr(self.model, "_last_lstm_states", None)
         last_obs = getattr(self.model, "_last_obs", None)
@@ -107,17 +110,20 @@ class MemoryStatsCallback(BaseCallback):
             starts = th.as_tensor(self.model._last_episode_starts, dtype=th.float32, device=device)
             features = policy.extract_features(obs)
             pi_features, vf_features = features if isinstance(features, tuple) else (features, features)
-            for prefix, layout in layouts:
+            for prefix, layout, cores in layouts:
                 is_critic = prefix == "critic_"
-                core = layout.core
-                core.collect_stats = True
                 try:
-                    core.stats = {}
+                    for core in cores:
+                        core.collect_stats = True
+                        core.stats = {}
                     layout(vf_features if is_critic else pi_features, states.vf if is_critic else states.pi, starts)
-                    results.update({prefix + key: float(value) for key, value in core.stats.items()})
+                    for i, core in enumerate(cores):
+                        layer = f"layer{i}_" if len(cores) > 1 else ""
+                        results.update({prefix + layer + key: float(value) for key, value in core.stats.items()})
                 finally:
                     # Never leave stats on: they cost a host sync per step in the hot path.
-                    core.collect_stats = False
+                    for core in cores:
+                        core.collect_stats = False
         return results
 
 

@@ -16,11 +16,16 @@ whether or not the critic has a memory), so it holds ``2·D·4`` bytes per env-s
 
 Everything else — heads, distributions, ``forward``, ``evaluate_actions``, ``predict`` — is
 sb3-contrib's code, unchanged.
+
+Keyword arguments: the policies take sb3-contrib's LSTM-policy names beside their own, with sb3-contrib's
+meaning; :func:`canonical_policy_kwargs` is the one place that maps them (:data:`SB3_CONTRIB_KWARG_NAMES`),
+and :func:`sb3_contrib_policy_kwargs` maps back for sb3-contrib's own LSTM policies.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,6 +40,132 @@ from torch import nn
 from fw_agents.memory import FastWeightsRNN, GRUCore, MemoryCore, NoMemoryCore
 from fw_agents.memory.base import check_positive_int
 from fw_agents.predict_guard import StatelessPredictGuard
+
+#: sb3-contrib's LSTM-policy keyword argument -> ours, same meaning. Not in the table: sb3-contrib's
+#: ``lstm_kwargs``, a dict of options for the memory, whose items are our own (flat) memory options.
+SB3_CONTRIB_KWARG_NAMES: dict[str, str] = {
+    "lstm_hidden_size": "hidden_size",
+    "n_lstm_layers": "num_layers",
+    "shared_lstm": "shared_memory",
+    "enable_critic_lstm": "enable_critic_memory",
+}
+#: sb3-contrib's keyword argument for the memory's own options.
+SB3_CONTRIB_MEMORY_OPTIONS = "lstm_kwargs"
+#: Our recurrent options and their defaults, when neither spelling is given.
+MEMORY_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 128,
+    "num_layers": 1,
+    "shared_memory": False,
+    "enable_critic_memory": True,
+}
+#: ``torch.nn.LSTM`` options that sb3-contrib's ``lstm_kwargs`` may hold and no core of ours has (``dropout`` has
+#: a counterpart: every core takes it, between stacked layers).
+TORCH_ONLY_RNN_OPTIONS = ("bias", "batch_first", "bidirectional", "proj_size", "device", "dtype")
+
+
+class PolicyArgumentError(ValueError, AssertionError):
+    """A combination of policy arguments that cannot work.
+
+    A ``ValueError``, as every bad argument here; an ``AssertionError`` too, because sb3-contrib's LSTM policy
+    rejects the same combinations (``shared_lstm`` with ``enable_critic_lstm``, or without a shared features
+    extractor) with ``assert``, so code written against it that catches ``AssertionError`` keeps working.
+    """
+
+
+def _spellings(name: str) -> str:
+    """``"hidden_size"`` -> ``"hidden_size (lstm_hidden_size)"``: our name and sb3-contrib's, for messages."""
+    theirs = [key for key, ours in SB3_CONTRIB_KWARG_NAMES.items() if ours == name]
+    return f"{name} ({theirs[0]})" if theirs else name
+
+
+def _policy_argument_names() -> set[str]:
+    """Names a policy takes as arguments of its own (not memory options), in both spellings."""
+    parameters = inspect.signature(RecurrentMemoryActorCriticPolicy.__init__).parameters.values()
+    ours = {p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"}
+    return ours | set(SB3_CONTRIB_KWARG_NAMES) | {SB3_CONTRIB_MEMORY_OPTIONS}
+
+
+def canonical_policy_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Policy keyword arguments in fw-agents' names: the one place where sb3-contrib's are mapped.
+
+    ``lstm_hidden_size`` -> ``hidden_size``, ``n_lstm_layers`` -> ``num_layers``, ``shared_lstm`` ->
+    ``shared_memory``, ``enable_critic_lstm`` -> ``enable_critic_memory`` (:data:`SB3_CONTRIB_KWARG_NAMES`), and
+    ``lstm_kwargs=dict(decay_rate=0.9)`` -> ``decay_rate=0.9`` (our memory options are flat). Every other
+    argument passes unchanged, in its place; already-canonical arguments come back equal.
+
+    :raises ValueError: if one option is given in two spellings (``hidden_size`` and ``lstm_hidden_size``,
+        ``decay_rate`` and ``lstm_kwargs["decay_rate"]``), even with equal values; if ``lstm_kwargs`` is not a
+        dict, or holds a policy argument (``hidden_size``, ``net_arch``, …) rather than a memory option.
+    """
+    canonical: dict[str, Any] = {}
+    spelled: dict[str, str] = {}  # canonical name -> the spelling it was given as
+    for key, value in kwargs.items():
+        if key == SB3_CONTRIB_MEMORY_OPTIONS:
+            continue
+        name = SB3_CONTRIB_KWARG_NAMES.get(key, key)
+        if name in canonical:
+            raise ValueError(
+                f"{spelled[name]!r} and {key!r} are two spellings of the same policy option (sb3-contrib's and "
+                f"fw-agents'); give only one"
+            )
+        canonical[name], spelled[name] = value, key
+    options = kwargs.get(SB3_CONTRIB_MEMORY_OPTIONS)
+    if options is None:
+        return canonical
+    if not isinstance(options, Mapping):
+        raise ValueError(
+            f"{SB3_CONTRIB_MEMORY_OPTIONS} must be a dict of the memory's options (e.g. dict(decay_rate=0.9)), "
+            f"got {options!r}"
+        )
+    policy_arguments = _policy_argument_names()
+    for key, value in options.items():
+        if key in policy_arguments or key == "input_size":
+            raise ValueError(
+                f"{SB3_CONTRIB_MEMORY_OPTIONS}[{key!r}]: {SB3_CONTRIB_MEMORY_OPTIONS} holds the memory's own options "
+                f"(e.g. dropout, decay_rate); {key!r} is not one of them"
+                + ("" if key == "input_size" else ", give it as a policy argument beside it")
+            )
+        if key in canonical:
+            raise ValueError(
+                f"{key!r} and {SB3_CONTRIB_MEMORY_OPTIONS}[{key!r}] are two spellings of the same memory option; "
+                "give only one"
+            )
+        canonical[key] = value
+    return canonical
+
+
+def sb3_contrib_policy_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Policy keyword arguments for sb3-contrib's own LSTM policies (``MlpLstmPolicy``, …), from either spelling.
+
+    The inverse of :func:`canonical_policy_kwargs` through the same table: ``hidden_size`` ->
+    ``lstm_hidden_size``, …, and every argument sb3-contrib's policy does not take itself (``dropout``, memory
+    options) into ``lstm_kwargs``, which it passes to ``torch.nn.LSTM``.
+
+    :raises ValueError: as :func:`canonical_policy_kwargs`.
+    """
+    theirs = {ours: name for name, ours in SB3_CONTRIB_KWARG_NAMES.items()}
+    accepted = set(inspect.signature(RecurrentActorCriticPolicy.__init__).parameters)
+    result: dict[str, Any] = {}
+    lstm_kwargs: dict[str, Any] = {}
+    for key, value in canonical_policy_kwargs(kwargs).items():
+        name = theirs.get(key, key)
+        if name in accepted:
+            result[name] = value
+        else:
+            lstm_kwargs[key] = value
+    if lstm_kwargs:
+        result[SB3_CONTRIB_MEMORY_OPTIONS] = lstm_kwargs
+    return result
+
+
+def policy_kwargs_for_class(policy_class: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` in the names ``policy_class`` takes: canonical for ours (:class:`RecurrentMemoryActorCriticPolicy`),
+    sb3-contrib's for its own recurrent policies, unchanged for anything else."""
+    if isinstance(policy_class, type) and issubclass(policy_class, RecurrentMemoryActorCriticPolicy):
+        return canonical_policy_kwargs(kwargs)
+    if isinstance(policy_class, type) and issubclass(policy_class, RecurrentActorCriticPolicy):
+        return sb3_contrib_policy_kwargs(kwargs)
+    return dict(kwargs)
 
 
 class MemoryStateLayout(nn.Module):
@@ -83,14 +214,23 @@ class MemoryStateLayout(nn.Module):
 class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
     """Recurrent actor-critic policy around any :class:`MemoryCore` (set by subclasses as ``core_class``).
 
-    Takes every argument of SB3's ``ActorCriticPolicy`` and these, mirroring sb3-contrib's LSTM options:
+    Takes every argument of SB3's ``ActorCriticPolicy`` and these, each also under sb3-contrib's name for its
+    LSTM policy, with the same meaning (giving both spellings of one is a ``ValueError``; see
+    :func:`canonical_policy_kwargs`):
 
-    :param hidden_size: H, units of the memory (sb3-contrib: ``lstm_hidden_size``).
+    :param hidden_size: H, units of each memory layer (sb3-contrib: ``lstm_hidden_size``). Default 128.
+    :param num_layers: memory layers stacked, each reading the outputs of the one below (sb3-contrib:
+        ``n_lstm_layers``). Default 1.
     :param shared_memory: actor and critic share one memory; the critic's gradient does not flow into it
-        (sb3-contrib: ``shared_lstm``). Needs ``share_features_extractor=True``.
+        (sb3-contrib: ``shared_lstm``). Needs ``share_features_extractor=True``. Default False.
     :param enable_critic_memory: the critic has a memory of its own (sb3-contrib: ``enable_critic_lstm``).
-        With neither option, the critic is feed-forward.
-    :param memory_kwargs: options of the core, e.g. ``decay_rate`` or ``inner_steps`` for fast weights.
+        With neither option, the critic is feed-forward. Default True.
+    :param memory_kwargs: options of the memory, flat (sb3-contrib: in a dict, ``lstm_kwargs``): ``dropout``
+        between stacked layers (any core, as ``torch.nn.LSTM``'s) and the core's own, e.g. ``decay_rate`` or
+        ``inner_steps`` for fast weights.
+
+    The four recurrent options default to None, meaning "not given" (so that a value under sb3-contrib's name
+    can be told from a default); the defaults above apply when neither spelling is given.
     """
 
     core_class: ClassVar[type[MemoryCore]]
@@ -117,16 +257,31 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
-        hidden_size: int = 128,
-        shared_memory: bool = False,
-        enable_critic_memory: bool = True,
+        hidden_size: int | None = None,
+        num_layers: int | None = None,
+        shared_memory: bool | None = None,
+        enable_critic_memory: bool | None = None,
         **memory_kwargs: Any,
     ) -> None:
-        check_positive_int("hidden_size", hidden_size)
+        given = dict(
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            shared_memory=shared_memory,
+            enable_critic_memory=enable_critic_memory,
+        )
+        memory_kwargs = canonical_policy_kwargs({k: v for k, v in given.items() if v is not None} | memory_kwargs)
+        settings = {name: memory_kwargs.pop(name, default) for name, default in MEMORY_DEFAULTS.items()}
+        hidden_size, num_layers = settings["hidden_size"], settings["num_layers"]
+        shared_memory, enable_critic_memory = settings["shared_memory"], settings["enable_critic_memory"]
+        check_positive_int(_spellings("hidden_size"), hidden_size)
+        check_positive_int(_spellings("num_layers"), num_layers)
         if shared_memory and enable_critic_memory:
-            raise ValueError("shared_memory=True needs enable_critic_memory=False: choose one memory for the critic")
+            raise PolicyArgumentError(
+                f"{_spellings('shared_memory')}=True needs {_spellings('enable_critic_memory')}=False: "
+                "choose one memory for the critic"
+            )
         if shared_memory and not share_features_extractor:
-            raise ValueError("shared_memory=True needs share_features_extractor=True")
+            raise PolicyArgumentError(f"{_spellings('shared_memory')}=True needs share_features_extractor=True")
         self._check_memory_kwargs(memory_kwargs)
         self.given_memory_kwargs = dict(memory_kwargs)
         memory_kwargs = {**self.default_memory_kwargs, **memory_kwargs}
@@ -153,11 +308,12 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
             optimizer_kwargs,
         )
         self.hidden_size = hidden_size
+        self.num_layers = num_layers
         self.memory_kwargs = memory_kwargs
-        # sb3-contrib's forward/evaluate_actions/predict_values read these three names.
+        # sb3-contrib's forward/evaluate_actions/predict_values read these two names.
         self.shared_lstm = shared_memory
         self.enable_critic_lstm = enable_critic_memory
-        self.lstm_kwargs: dict[str, Any] = {}
+        self.lstm_kwargs = dict(memory_kwargs)  # sb3-contrib's name for them (informative only)
         self.lstm_actor = self._make_memory()
         self.lstm_critic = self._make_memory() if enable_critic_memory else None
         self.critic = nn.Linear(self.features_dim, hidden_size) if not (shared_memory or enable_critic_memory) else None
@@ -168,13 +324,16 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
 
     @classmethod
     def _check_memory_kwargs(cls, memory_kwargs: dict[str, Any]) -> None:
-        allowed = [p for p in inspect.signature(cls.core_class).parameters if p not in ("input_size", "hidden_size")]
+        allowed = cls.core_class.option_names()
         unknown = sorted(set(memory_kwargs) - set(allowed))
         if unknown:
+            torch_only = sorted(set(unknown) & set(TORCH_ONLY_RNN_OPTIONS))
+            hint = f" ({torch_only} are torch.nn.LSTM options that no fw-agents memory has)" if torch_only else ""
+            recurrent = ", ".join(_spellings(name) for name in MEMORY_DEFAULTS)
             raise ValueError(
-                f"unknown keyword argument(s) {unknown} for {cls.__name__}; its memory ({cls.core_class.__name__}) "
-                f"takes {allowed or 'none'}, besides SB3's policy arguments and hidden_size, shared_memory, "
-                "enable_critic_memory"
+                f"unknown keyword argument(s) {unknown} for {cls.__name__}{hint}; its memory "
+                f"({cls.core_class.__name__}) takes {allowed} (flat, or in {SB3_CONTRIB_MEMORY_OPTIONS}), besides "
+                f"SB3's policy arguments and {recurrent}"
             )
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
@@ -194,7 +353,8 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _make_memory(self) -> MemoryStateLayout:
-        return MemoryStateLayout(self.core_class(self.features_dim, self.hidden_size, **self.memory_kwargs))
+        core = self.core_class.build(self.features_dim, self.hidden_size, self.num_layers, **self.memory_kwargs)
+        return MemoryStateLayout(core)
 
     @staticmethod
     def _process_sequence(
@@ -223,10 +383,12 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         # Upstream saves none of the recurrent options, so a standalone policy.save()/load() would lose them.
+        # Always in our (canonical) names, whichever spelling built the policy.
         data = super()._get_constructor_parameters()
         data.update(
             share_features_extractor=self.share_features_extractor,
             hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
             shared_memory=self.shared_lstm,
             enable_critic_memory=self.enable_critic_lstm,
             **self.memory_kwargs,
@@ -266,7 +428,7 @@ class FastWeightsMultiInputActorCriticPolicy(FastWeightsActorCriticPolicy):
 
 
 class GRUActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
-    """GRU policy for vector observations. Memory option: ``num_layers``."""
+    """GRU policy for vector observations (``torch.nn.GRU``; ``num_layers`` and ``dropout`` are torch's own)."""
 
     core_class = GRUCore
 

@@ -47,13 +47,6 @@ ALGORITHMS: dict[str, str] = {"a2c": "fw_agents.a2c:RecurrentA2C", "ppo": "sb3_c
 #: changes only the memory.
 POLICY_MEMORY: dict[str, str] = {"fast-weights": "FastWeights", "lstm": "Lstm", "gru": "Gru", "mlp": "NoMemory"}
 
-#: Our names for the recurrent options -> sb3-contrib's LSTM policy names for them.
-LSTM_KWARG_NAMES = {
-    "hidden_size": "lstm_hidden_size",
-    "shared_memory": "shared_lstm",
-    "enable_critic_memory": "enable_critic_lstm",
-}
-
 #: Hyperparameter keys the CLI handles itself; every other key goes to the algorithm's constructor.
 CLI_KEYS = ("n_envs", "n_timesteps", "normalize", "env_kwargs", "policy_kwargs", "memory_kwargs")
 
@@ -158,11 +151,40 @@ def default_hyperparams(algo: str, env_id: str) -> tuple[dict[str, Any], str]:
     """
     table = load_yaml(HYPERPARAMS_FILE, "hyperparameter file").get(algo, {})
     source = f"{HYPERPARAMS_FILE.name}:{algo}.default"
-    params = dict(table.get("default", {}))
+    params = canonical_hyperparams(table.get("default", {}), source)
     if env_id in table:
-        params = merge(params, table[env_id])
         source = f"{HYPERPARAMS_FILE.name}:{algo}.{env_id}"
+        params = merge(params, canonical_hyperparams(table[env_id], source))
     return params, source
+
+
+def canonical_policy_kwargs(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """Policy kwargs in fw-agents' names, sb3-contrib's mapped (``lstm_hidden_size`` -> ``hidden_size``,
+    ``lstm_kwargs`` flattened, …) by :func:`fw_agents.policies.canonical_policy_kwargs`, the one table of
+    them. Both spellings of one option in ``kwargs`` is a :class:`CLIError` that says ``where``."""
+    from fw_agents.policies import canonical_policy_kwargs as canonical
+
+    try:
+        return canonical(kwargs)
+    except ValueError as error:
+        raise CLIError(f"{where}: {error}") from None
+
+
+def canonical_hyperparams(params: dict[str, Any], where: str) -> dict[str, Any]:
+    """``params`` (one source of hyperparameters) with its ``policy_kwargs`` and each ``memory_kwargs`` entry in
+    fw-agents' names (:func:`canonical_policy_kwargs`). Applied to every source before they are merged, so that
+    a later source overrides an earlier one whichever spelling each uses, and a run's config has one spelling."""
+    params = dict(params)
+    if isinstance(params.get("policy_kwargs"), dict):
+        params["policy_kwargs"] = canonical_policy_kwargs(params["policy_kwargs"], f"{where}: policy_kwargs")
+    if isinstance(params.get("memory_kwargs"), dict):
+        params["memory_kwargs"] = {
+            choice: canonical_policy_kwargs(kwargs, f"{where}: memory_kwargs.{choice}")
+            if isinstance(kwargs, dict)
+            else kwargs
+            for choice, kwargs in params["memory_kwargs"].items()
+        }
+    return params
 
 
 def to_schedule(value: Any) -> Any:
@@ -316,11 +338,19 @@ def select_policy(choice: str, observation_space: spaces.Space, action_space: sp
 
 
 def policy_kwargs_for(choice: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The policy kwargs for ``--policy choice``: ``policy_kwargs`` plus ``memory_kwargs[choice]``, with our
-    option names translated to sb3-contrib's for the LSTM, and class names imported."""
+    """The policy kwargs for ``--policy choice``: ``policy_kwargs`` plus ``memory_kwargs[choice]``, in the names
+    the policy takes (fw-agents' for ours; sb3-contrib's for ``lstm``, by the same table, see
+    :func:`fw_agents.policies.sb3_contrib_policy_kwargs`), and class names imported."""
+    from fw_agents.policies import sb3_contrib_policy_kwargs
+
     kwargs = merge(params.get("policy_kwargs") or {}, (params.get("memory_kwargs") or {}).get(choice) or {})
     if choice == "lstm":
-        kwargs = {LSTM_KWARG_NAMES.get(key, key): value for key, value in kwargs.items()}
+        try:
+            kwargs = sb3_contrib_policy_kwargs(kwargs)
+        except ValueError as error:
+            raise CLIError(f"policy_kwargs: {error}") from None
+    else:
+        kwargs = canonical_policy_kwargs(kwargs, "policy_kwargs")
     return resolve_objects(kwargs)
 
 

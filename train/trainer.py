@@ -173,11 +173,15 @@ def _hyperparams(args: argparse.Namespace, algo: str, env_id: str, policy: str) 
     """
     params, source = common.default_hyperparams(algo, env_id)
     sources = [source]
+    # Each source in fw-agents' option names (sb3-contrib's mapped) before merging: a later source then overrides
+    # an earlier one whichever spelling each used.
     if args.config:
-        params = common.merge(params, _config_file_params(args.config, env_id))
+        config = _config_file_params(args.config, env_id)
+        params = common.merge(params, common.canonical_hyperparams(config, f"--config {args.config}"))
         sources.append(f"--config {args.config}")
     if args.hparams:
-        params = common.merge(params, common.parse_assignments(args.hparams, "--hparams"))
+        hparams = common.parse_assignments(args.hparams, "--hparams")
+        params = common.merge(params, common.canonical_hyperparams(hparams, "--hparams"))
         sources.append("--hparams")
     flags = {"n_envs": args.n_envs, "n_timesteps": args.total_timesteps}
     params.update({key: value for key, value in flags.items() if value is not None})
@@ -186,7 +190,8 @@ def _hyperparams(args: argparse.Namespace, algo: str, env_id: str, policy: str) 
     )
     if args.hidden_size is not None:
         policy_kwargs["hidden_size"] = args.hidden_size
-    policy_kwargs.update(common.parse_assignments(args.policy_kwargs, "--policy-kwargs"))
+    flag_kwargs = common.parse_assignments(args.policy_kwargs, "--policy-kwargs")
+    policy_kwargs.update(common.canonical_policy_kwargs(flag_kwargs, "--policy-kwargs"))
     params["policy_kwargs"] = policy_kwargs
     params["n_envs"] = common.check_positive("n_envs", params.get("n_envs", 1))
     params["n_timesteps"] = common.check_positive("the number of timesteps", params.get("n_timesteps"))

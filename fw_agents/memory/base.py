@@ -5,14 +5,25 @@ per-environment state. The state always travels *packed*: one float tensor ``(B,
 per batch, whatever the core keeps inside (``h`` for a GRU, ``(h, c)`` for an LSTM, ``(h, A)`` for
 fast weights). One packed layout means the policy, the rollout buffers and the algorithms never need
 to know which core they hold, and resetting an episode is always "multiply by zero".
+
+Every core also stacks (:meth:`MemoryCore.build`, :class:`StackedCore`): layer i+1 reads layer i's outputs,
+and the stack's packed state is its layers' packed states one after another.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any
 
 import torch as th
 from torch import nn
+
+#: Arguments of :meth:`MemoryCore.build` that are not options of one core: sizes and stacking.
+BUILD_ARGUMENTS = ("input_size", "hidden_size", "num_layers", "dropout")
 
 
 def check_positive_int(name: str, value: int) -> int:
@@ -20,6 +31,16 @@ def check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def check_dropout(dropout: float, num_layers: int) -> float:
+    """``dropout`` if it is a probability, else a ValueError; warns, as ``torch.nn.LSTM`` does, when there is
+    no second layer for it to act on."""
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(f"dropout={dropout} acts between stacked memory layers, and num_layers=1 has none", stacklevel=3)
+    return float(dropout)
 
 
 class MemoryCore(nn.Module, ABC):
@@ -39,6 +60,38 @@ class MemoryCore(nn.Module, ABC):
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
+
+    @classmethod
+    def build(
+        cls, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, **options: Any
+    ) -> MemoryCore:
+        """``num_layers`` cores of this class, each with ``options``, stacked (a :class:`StackedCore`; one layer
+        is the core itself). Like ``torch.nn.LSTM``'s ``num_layers`` and ``dropout``: every layer has
+        ``hidden_size`` units, and ``dropout`` drops each layer's outputs but the last's, while training.
+
+        :param input_size: F, the size of each input of the first layer.
+        :param hidden_size: H, the size of every layer's outputs.
+        :param num_layers: layers, >= 1.
+        :param dropout: probability in [0, 1] of zeroing an output of a layer below the top one.
+        :param options: the core's own options (see :meth:`option_names`).
+        """
+        check_positive_int("num_layers", num_layers)
+        if num_layers == 1:
+            check_dropout(dropout, num_layers)
+            return cls(input_size, hidden_size, **options)
+        layers = [cls(input_size if i == 0 else hidden_size, hidden_size, **options) for i in range(num_layers)]
+        return StackedCore(layers, dropout=dropout)
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        """The keyword options :meth:`build` takes besides sizes and ``num_layers``: ``dropout``, then the
+        core's own (its constructor's arguments)."""
+        own = [
+            name
+            for name, parameter in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and name not in BUILD_ARGUMENTS and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+        ]
+        return ["dropout", *own]
 
     def initial_state(self, batch_size: int, device: th.device | str | None = None) -> th.Tensor:
         """Zero state, shape ``(B, state_size)``."""
@@ -66,3 +119,47 @@ class MemoryCore(nn.Module, ABC):
 def reset_mask(episode_start: th.Tensor) -> th.Tensor:
     """``(B,)`` episode-start flags -> ``(B, 1)`` multiplier that zeroes the state of new episodes."""
     return (1.0 - episode_start.to(th.float32)).unsqueeze(-1)
+
+
+class StackedCore(MemoryCore):
+    """Memory cores one above the other: layer i+1 reads layer i's outputs.
+
+    :param layers: the cores, bottom first; each one's ``input_size`` is the ``hidden_size`` of the one below.
+    :param dropout: probability of zeroing each output of a layer below the top one, while training (as
+        ``torch.nn.LSTM``'s ``dropout``).
+
+    Packed state: the layers' packed states one after another, ``(B, Σ state_size_i)``. Every layer gets the
+    same ``episode_starts`` and resets its own state, so the stack resets as one core does.
+    """
+
+    def __init__(self, layers: Sequence[MemoryCore], dropout: float = 0.0) -> None:
+        if not layers:
+            raise ValueError("StackedCore needs at least one layer")
+        for i, (below, above) in enumerate(pairwise(layers)):
+            if above.input_size != below.hidden_size:
+                raise ValueError(
+                    f"layer {i + 1} takes inputs of size {above.input_size}, but layer {i} outputs {below.hidden_size}"
+                )
+        super().__init__(layers[0].input_size, layers[-1].hidden_size)
+        self.layers = nn.ModuleList(layers)
+        self.num_layers = len(layers)
+        self.dropout = nn.Dropout(check_dropout(dropout, self.num_layers))
+        self.layer_state_sizes = [layer.state_size for layer in layers]
+        self.state_size = sum(self.layer_state_sizes)
+
+    def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts`` ``(T, B)``
+        -> outputs of the top layer ``(T, B, H)``, packed state ``(B, state_size)``."""
+        outputs = inputs
+        new_states = []
+        for i, (layer, layer_state) in enumerate(
+            zip(self.layers, state.split(self.layer_state_sizes, dim=1), strict=True)
+        ):
+            if i > 0:
+                outputs = self.dropout(outputs)
+            outputs, layer_state = layer(outputs, layer_state, episode_starts)
+            new_states.append(layer_state)
+        return outputs, th.cat(new_states, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_layers={self.num_layers}"

@@ -5,6 +5,8 @@ Comparisons between memories then change only the core: same policy, same heads,
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch as th
 from torch import nn
 
@@ -19,16 +21,27 @@ class TorchRNNCore(MemoryCore):
 
     Resets are handled by cutting the sequence at every step where some environment starts an episode
     and running one fused ``torch.nn`` call per piece, so a batch without resets is a single call.
+
+    ``num_layers`` and ``dropout`` are torch's own (it stacks the layers itself), so :meth:`build` hands them
+    over instead of stacking cores.
     """
 
     rnn_class: type[nn.LSTM] | type[nn.GRU]
     n_parts: int
 
-    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 1) -> None:
+    def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__(input_size, hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
-        self.rnn = self.rnn_class(input_size, hidden_size, num_layers=num_layers)
+        self.rnn = self.rnn_class(input_size, hidden_size, num_layers=num_layers, dropout=dropout)
         self.state_size = self.n_parts * num_layers * hidden_size
+
+    @classmethod
+    def build(
+        cls, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, **options: Any
+    ) -> MemoryCore:
+        """One core with torch's own ``num_layers`` and ``dropout`` (same layout and parameter names as a
+        core made directly, so models saved before :meth:`build` existed load)."""
+        return cls(input_size, hidden_size, num_layers=num_layers, dropout=dropout, **options)
 
     def _unpack(self, state: th.Tensor) -> tuple[th.Tensor, ...]:
         """``(B, state_size)`` -> ``n_parts`` tensors ``(num_layers, B, H)``, as torch.nn wants them."""

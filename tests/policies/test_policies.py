@@ -216,7 +216,7 @@ def test_buffer_memory_per_env_step():
     ("kwargs", "message"),
     [
         (dict(decay_rate=2.0), "decay_rate"),
-        (dict(lstm_hidden_size=8), "unknown keyword"),
+        (dict(lstm_hiden_size=8), "unknown keyword"),  # misspelt; sb3-contrib's names: test_policy_kwargs.py
         (dict(hidden_size=0), "hidden_size"),
         (dict(shared_memory=True), "enable_critic_memory"),
     ],

@@ -149,6 +149,34 @@ def test_config_file_and_precedence(tmp_path: Path) -> None:
     assert run_config(tmp_path / "again")["hyperparams"] == params
 
 
+def test_sb3_contrib_policy_kwargs_in_configs_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """sb3-contrib's names work in every source; the run's config holds ours; a later source overrides an earlier
+    one whichever spelling each uses (tiny's --hidden-size 8 beats the file's lstm_hidden_size)."""
+    config_file = tmp_path / "hp.yml"
+    file_kwargs = {"lstm_hidden_size": 6, "lstm_kwargs": {"decay_rate": 0.8}, "enable_critic_lstm": False}
+    config_file.write_text(yaml.safe_dump({CATCH: {"policy_kwargs": file_kwargs}}))
+    args = [*tiny(tmp_path), "--config", str(config_file), "--policy-kwargs", "n_lstm_layers=2"]
+    assert a2c.main(args) == 0
+    policy_kwargs = run_config(tmp_path / "run")["hyperparams"]["policy_kwargs"]
+    expected = {"hidden_size": 8, "decay_rate": 0.8, "enable_critic_memory": False, "num_layers": 2}
+    assert expected.items() <= policy_kwargs.items() and "lstm_kwargs" not in policy_kwargs
+    scalars, _, _ = tensorboard_tags(run_config(tmp_path / "run")["tensorboard_dir"])
+    assert {"memory/layer0_fast_slow_ratio", "memory/layer1_fast_weights_norm"} <= scalars  # stats of each layer
+    bad(a2c.main, [*tiny(tmp_path, "both"), "--policy-kwargs", "shared_memory=false", "shared_lstm=false"], capsys,
+        "--policy-kwargs", "'shared_memory' and 'shared_lstm' are two spellings")  # fmt: skip
+    config_file.write_text(yaml.safe_dump({"policy_kwargs": {"decay_rate": 0.9, "lstm_kwargs": {"decay_rate": 0.9}}}))
+    bad(a2c.main, [*tiny(tmp_path, "both"), "--config", str(config_file)], capsys, f"--config {config_file}",
+        "'decay_rate' and lstm_kwargs['decay_rate']")  # fmt: skip
+    assert not (tmp_path / "both").exists()
+
+
+def test_policy_kwargs_for_translates_through_one_table() -> None:
+    params = {"policy_kwargs": {"hidden_size": 8, "n_lstm_layers": 2}, "memory_kwargs": {"lstm": {"dropout": 0.1}}}
+    assert common.policy_kwargs_for("lstm", params) == {
+        "lstm_hidden_size": 8, "n_lstm_layers": 2, "lstm_kwargs": {"dropout": 0.1}}  # fmt: skip
+    assert common.policy_kwargs_for("gru", params) == {"hidden_size": 8, "num_layers": 2}
+
+
 def test_default_save_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     args = [arg for arg in tiny(tmp_path) if arg not in ("--save-dir", str(tmp_path / "run"))]
