@@ -34,6 +34,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from fw_agents.memory import _fused
 from fw_agents.memory.base import MemoryCore, check_positive_int, reset_mask
 
 ACTIVATIONS: dict[str, Callable[[th.Tensor], th.Tensor]] = {
@@ -43,7 +44,7 @@ ACTIVATIONS: dict[str, Callable[[th.Tensor], th.Tensor]] = {
     "gelu": F.gelu,
     "identity": lambda x: x,
 }
-COMPUTE_PATHS = ("auto", "explicit", "attention")
+COMPUTE_PATHS = ("auto", "fused", "explicit", "attention")
 
 
 def activation_by_name(name: str) -> Callable[[th.Tensor], th.Tensor]:
@@ -207,21 +208,55 @@ class FastWeightsRNN(MemoryCore):
         ``(T, B)`` -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
         if inputs.dim() != 3 or inputs.shape[-1] != self.input_size:
             raise ValueError(f"inputs must have shape (T, B, {self.input_size}), got {tuple(inputs.shape)}")
-        h, fast_weights = self.unpack(state)
         # The input term C x(t) + b of every step in one matrix product.
         input_terms = self.input_to_hidden(inputs)
         gate_terms = self.input_to_gate(inputs) if self.gated else None
         starts = episode_starts.to(inputs.dtype)
+        path = self._choose_path(inputs, state)
+        if path == "fused":
+            return self._run_fused(input_terms, gate_terms, state, starts)
+        h, fast_weights = self.unpack(state)
         # One host sync for the whole sequence instead of one per step.
         any_reset = starts.any(dim=1).tolist()
-        path = self.compute_path
-        if path == "auto":
-            path = "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
         run = self._run_attention if path == "attention" else self._run_explicit
         outputs, h, fast_weights = run(input_terms, gate_terms, h, fast_weights, starts, any_reset)
         if self.collect_stats:
             self.stats["fast_weights_norm"] = th.linalg.matrix_norm(fast_weights).mean().item()
         return outputs, self.pack(h, fast_weights)
+
+    def _choose_path(self, inputs: th.Tensor, state: th.Tensor) -> str:
+        """``fused`` where it can run (``auto`` or asked for), else ``explicit`` or ``attention``."""
+        # collect_stats (a diagnostic that looks inside each step) silently uses the PyTorch paths.
+        if self.compute_path in ("auto", "fused") and not self.collect_stats:
+            reason = _fused.unsupported_reason(inputs, state, *self.parameters())
+            if reason is None:
+                return "fused"
+            _fused.warn_once(f"FastWeightsRNN: {reason}; using the PyTorch path instead")
+        if self.compute_path in ("explicit", "attention"):
+            return self.compute_path
+        return "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
+
+    def _run_fused(
+        self, input_terms: th.Tensor, gate_terms: th.Tensor | None, state: th.Tensor, starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """The whole sequence in one compiled op (:mod:`fw_agents.memory._fused`): outputs, packed state."""
+        lam, eta = self.rates()
+        layer_norm = self.layer_norm if isinstance(self.layer_norm, nn.LayerNorm) else None
+        return _fused.run(
+            input_terms,
+            gate_terms,
+            state,
+            starts,
+            self.hidden_to_hidden.weight,
+            self.hidden_to_gate.weight if self.gated else None,
+            None if layer_norm is None else layer_norm.weight,
+            None if layer_norm is None else layer_norm.bias,
+            lam,
+            eta,
+            self.inner_steps,
+            self.activation_name,
+            1e-5 if layer_norm is None else layer_norm.eps,
+        )
 
     def _inner_loop(self, slow: th.Tensor, read: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:
         """``h_0 = f(slow)``; S times ``h_{s+1} = f(LN(slow + A h_s))``, where ``read(h_s) = A h_s``."""
