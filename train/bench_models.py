@@ -69,7 +69,7 @@ def start_run(args: argparse.Namespace, subcommand: str) -> bool:
 
 
 # --- core ---------------------------------------------------------------------------------------------------
-CORE_MODELS = ("fast-weights-explicit", "fast-weights-attention", "nn.LSTM", "nn.GRU")
+CORE_MODELS = ("fast-weights-fused", "fast-weights-explicit", "fast-weights-attention", "nn.LSTM", "nn.GRU")
 CORE_REFERENCE = "nn.LSTM"
 
 

@@ -25,6 +25,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <cmath>
 #include <optional>
 #include <vector>
@@ -35,26 +37,33 @@ enum Activation { RELU = 0, TANH = 1, ELU = 2, GELU = 3, IDENTITY = 4 };
 
 // ------------------------------------------------------------------ small vector kernels (length H)
 
-// y (+)= Σ_i x_i M[i, :], i.e. Mᵀ x (= M x for symmetric M). Rows are combined four at a time so each
-// load/store of y carries four FMAs; groups of rows whose x_i are all zero (ReLU zeros) are skipped.
+// y (+)= Σ_i x_i M[i, :], i.e. Mᵀ x (= M x for symmetric M). Only rows with x_i != 0 are read (after a ReLU
+// about half are zero), four at a time so that each load and store of y carries four FMAs.
 template <typename T>
 void combine_rows(const T* __restrict M, const T* __restrict x, T* __restrict y, int64_t H, bool accumulate) {
   if (!accumulate) std::fill(y, y + H, T(0));
-  int64_t i = 0;
-  for (; i + 4 <= H; i += 4) {
-    const T x0 = x[i], x1 = x[i + 1], x2 = x[i + 2], x3 = x[i + 3];
-    if (x0 == T(0) && x1 == T(0) && x2 == T(0) && x3 == T(0)) continue;
-    const T* m0 = M + i * H;
-    const T* m1 = m0 + H;
-    const T* m2 = m1 + H;
-    const T* m3 = m2 + H;
+  constexpr int64_t kMaxStack = 1024;
+  int64_t stack_rows[kMaxStack];
+  std::vector<int64_t> heap_rows(H > kMaxStack ? H : 0);
+  int64_t* rows = H > kMaxStack ? heap_rows.data() : stack_rows;
+  int64_t n = 0;
+  for (int64_t i = 0; i < H; ++i) {
+    rows[n] = i;
+    n += x[i] != T(0);
+  }
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4) {
+    const T x0 = x[rows[k]], x1 = x[rows[k + 1]], x2 = x[rows[k + 2]], x3 = x[rows[k + 3]];
+    const T* m0 = M + rows[k] * H;
+    const T* m1 = M + rows[k + 1] * H;
+    const T* m2 = M + rows[k + 2] * H;
+    const T* m3 = M + rows[k + 3] * H;
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) y[j] += x0 * m0[j] + x1 * m1[j] + x2 * m2[j] + x3 * m3[j];
   }
-  for (; i < H; ++i) {
-    const T xi = x[i];
-    if (xi == T(0)) continue;
-    const T* m = M + i * H;
+  for (; k < n; ++k) {
+    const T xi = x[rows[k]];
+    const T* m = M + rows[k] * H;
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) y[j] += xi * m[j];
   }
@@ -76,6 +85,55 @@ void decayed_write(T* __restrict A, const T* __restrict h, T lam, T eta, int64_t
     const T c = eta * h[i];
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) a[j] = lam * a[j] + c * h[j];
+  }
+}
+
+// The forward pass keeps A as the packed state does: its upper triangle, row by row (row i holds A[i, i:]),
+// half the memory traffic of the full matrix and no unpacking.
+
+// y += A v for symmetric A given by its packed upper triangle.
+template <typename T>
+void triangle_matvec(const T* __restrict tri, const T* __restrict v, T* __restrict y, int64_t H) {
+  for (int64_t i = 0; i < H; ++i) {
+    const int64_t n = H - i - 1;  // entries right of the diagonal
+    const T vi = v[i];
+    const T* r = tri + 1;
+    const T* vr = v + i + 1;
+    T* yr = y + i + 1;
+    T acc = tri[0] * vi;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t k = 0; k < n; ++k) {
+      acc += r[k] * vr[k];   // row i:    A[i, j] v_j
+      yr[k] += vi * r[k];    // column i: A[j, i] v_i = A[i, j] v_i
+    }
+    y[i] += acc;
+    tri += n + 1;
+  }
+}
+
+// dst = λ src + η h hᵀ on packed upper triangles (src == dst: in place).
+template <typename T>
+void triangle_write(const T* src, T* dst, const T* __restrict h, T lam, T eta, int64_t H) {
+  for (int64_t i = 0; i < H; ++i) {
+    const int64_t n = H - i;
+    const T c = eta * h[i];
+    const T* hr = h + i;
+#pragma omp simd
+    for (int64_t k = 0; k < n; ++k) dst[k] = lam * src[k] + c * hr[k];
+    src += n;
+    dst += n;
+  }
+}
+
+// dst = λ src + η h hᵀ: the write into a fresh matrix (backward's segment recompute).
+template <typename T>
+void write_from(const T* __restrict src, T* __restrict dst, const T* __restrict h, T lam, T eta, int64_t H) {
+  for (int64_t i = 0; i < H; ++i) {
+    const T* a = src + i * H;
+    T* d = dst + i * H;
+    const T c = eta * h[i];
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) d[j] = lam * a[j] + c * h[j];
   }
 }
 
@@ -184,24 +242,28 @@ template <typename T>
 void forward_env(const Config& c, int64_t b, const T* in, const T* gin, const T* state, const T* starts, const T* Wt,
                  const T* Ut, const T* gain, const T* bias, T* out, T* new_state, T* s_slow, T* s_xhat, T* s_rstd,
                  T* s_z) {
-  const int64_t H = c.H, B = c.B, S = c.S;
-  std::vector<T> buf(H * H + 6 * H);
-  T* A = buf.data();
-  T* h = A + H * H;
+  const int64_t H = c.H, B = c.B, S = c.S, n_tri = c.D - H;
+  std::vector<T> buf(6 * H);
+  T* h = buf.data();
   T* slow = h + H;
   T* v = slow + H;
   T* u = v + H;
   T* y = u + H;
   T* gate = y + H;
-  unpack_state(state + b * c.D, h, A, H);
+  // A(t) is read from the carried-in state's triangle until the first write, which goes to the new state's
+  // triangle; from then on A is updated there in place (no copy of the state, no unpacking).
+  const T* A = state + b * c.D + H;
+  T* A_new = new_state + b * c.D + H;
+  std::copy(state + b * c.D, state + b * c.D + H, h);
   const T lam = T(c.lam), eta = T(c.eta);
   // A is zero at the start (a fresh state) and after a reset until the next write: skip the reads then.
-  bool A_zero = std::all_of(A, A + H * H, [](T a) { return a == T(0); });
+  bool A_zero = std::all_of(A, A + n_tri, [](T a) { return a == T(0); });
   for (int64_t t = 0; t < c.T; ++t) {
     const int64_t tb = t * B + b;
     if (starts[tb] != T(0)) {
       std::fill(h, h + H, T(0));
-      std::fill(A, A + H * H, T(0));
+      std::fill(A_new, A_new + n_tri, T(0));
+      A = A_new;
       A_zero = true;
     }
     std::copy(in + tb * H, in + (tb + 1) * H, slow);
@@ -209,7 +271,7 @@ void forward_env(const Config& c, int64_t b, const T* in, const T* gin, const T*
     activate(slow, v, H, c.act);        // v_0 = f(slow)
     for (int64_t s = 0; s < S; ++s) {
       std::copy(slow, slow + H, u);
-      if (!A_zero) combine_rows(A, v, u, H, true);  // u = slow + A v (A symmetric)
+      if (!A_zero) triangle_matvec(A, v, u, H);  // u = slow + A v
       T* xhat = s_xhat ? s_xhat + (tb * S + s) * H : y;
       if (c.layer_norm) {
         T mean = 0;
@@ -239,11 +301,12 @@ void forward_env(const Config& c, int64_t b, const T* in, const T* gin, const T*
       std::copy(v, v + H, h_new);
     }
     std::copy(h_new, h_new + H, h);
-    decayed_write(A, h, lam, eta, H);
+    triangle_write(A, A_new, h, lam, eta, H);
+    A = A_new;
     A_zero = false;
     if (s_slow) std::copy(slow, slow + H, s_slow + tb * H);
   }
-  pack_state(h, A, new_state + b * c.D, H);
+  std::copy(h, h + H, new_state + b * c.D);
 }
 
 Config make_config(const at::Tensor& in, const at::Tensor& state, int64_t S, int64_t act, bool layer_norm, bool gated,
@@ -314,11 +377,12 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
                   const T* U, const T* gain, const T* bias, bool want_lam, EnvGrads<T> g) {
   const int64_t H = c.H, B = c.B, S = c.S, TT = c.T, HH = H * H;
   const T lam = T(c.lam), eta = T(c.eta);
-  // A(t) is rebuilt from A₀ and the outputs: checkpoints every K steps, then one segment of K matrices at a time.
+  // A(t) is rebuilt from A₀ and the outputs: checkpoints every K = ⌈√T⌉ steps, then one segment of K matrices at
+  // a time (2√T matrices per thread; measured faster than smaller, cache-sized segments with more checkpoints).
   const int64_t K = std::max<int64_t>(1, int64_t(std::ceil(std::sqrt(double(TT)))));
   const int64_t n_seg = (TT + K - 1) / K;
-  std::vector<T> buf((n_seg + K + 1) * HH + (7 + 2 * S) * H);
-  T* ckpt = buf.data();           // (n_seg, H, H): A before step k·K (before its reset)
+  std::unique_ptr<T[]> buf(new T[(n_seg + K + 1) * HH + (7 + 2 * S) * H]);  // uninitialised: all written first
+  T* ckpt = buf.get();            // (n_seg, H, H): A before step k·K (before its reset)
   T* seg = ckpt + n_seg * HH;     // (K, H, H): A(t) as read at step t of the current segment
   T* dA = seg + K * HH;           // (H, H) dL/dA, kept symmetric
   T* h0 = dA + HH;
@@ -337,23 +401,30 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
     for (int64_t j = 0; j < H; ++j)
       if (i != j) dA[i * H + j] *= T(0.5);
 
-  // Sweep 1: checkpoints.
+  // Sweep 1: checkpoints (A before step k·K).
   std::vector<T> A(HH);
   unpack_state(state + b * c.D, h0, A.data(), H);
-  for (int64_t t = 0; t < TT; ++t) {
+  const int64_t last_ckpt = (n_seg - 1) * K;
+  for (int64_t t = 0; t < last_ckpt; ++t) {
     if (t % K == 0) std::copy(A.begin(), A.end(), ckpt + (t / K) * HH);
     if (starts[t * B + b] != T(0)) std::fill(A.begin(), A.end(), T(0));
     decayed_write(A.data(), out + (t * B + b) * H, lam, eta, H);
   }
+  std::copy(A.begin(), A.end(), ckpt + last_ckpt / K * HH);
 
   for (int64_t k = n_seg - 1; k >= 0; --k) {
     const int64_t t0 = k * K, t1 = std::min(TT, t0 + K);
-    // Sweep 2: the segment's A(t), t0 <= t < t1.
-    std::copy(ckpt + k * HH, ckpt + (k + 1) * HH, A.begin());
+    // Sweep 2: the segment's A(t), t0 <= t < t1, each written from the one before.
     for (int64_t t = t0; t < t1; ++t) {
-      if (starts[t * B + b] != T(0)) std::fill(A.begin(), A.end(), T(0));
-      std::copy(A.begin(), A.end(), seg + (t - t0) * HH);
-      if (t + 1 < t1) decayed_write(A.data(), out + (t * B + b) * H, lam, eta, H);
+      T* At = seg + (t - t0) * HH;
+      const T* prev = t == t0 ? ckpt + k * HH : At - HH;
+      if (starts[t * B + b] != T(0)) {
+        std::fill(At, At + HH, T(0));
+      } else if (t == t0) {
+        std::copy(prev, prev + HH, At);
+      } else {
+        write_from(prev, At, out + ((t - 1) * B + b) * H, lam, eta, H);
+      }
     }
     for (int64_t t = t1 - 1; t >= t0; --t) {
       const int64_t tb = t * B + b;
@@ -436,14 +507,12 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
       // dL/dA(t) = λ dL/dA(t+1) + Σ_s sym(du_s v_{s-1}ᵀ), kept symmetric.
       for (int64_t i = 0; i < H; ++i) {
         T* a = dA + i * H;
-#pragma omp simd
-        for (int64_t j = 0; j < H; ++j) a[j] *= lam;
         for (int64_t s = 0; s < S; ++s) {
           const T* du = dus + s * H;
           const T* v = vs + s * H;
-          const T cu = T(0.5) * du[i], cv = T(0.5) * v[i];
+          const T cu = T(0.5) * du[i], cv = T(0.5) * v[i], decay = s == 0 ? lam : T(1);
 #pragma omp simd
-          for (int64_t j = 0; j < H; ++j) a[j] += cu * v[j] + cv * du[j];
+          for (int64_t j = 0; j < H; ++j) a[j] = decay * a[j] + cu * v[j] + cv * du[j];
         }
       }
     }
