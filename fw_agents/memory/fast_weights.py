@@ -7,8 +7,12 @@ Per environment, with ``A`` and ``h`` reset to zero at every episode start::
     h_{s+1}(t+1) = f(LN[W h(t) + C x(t) + A(t) h_s(t+1)])       s = 0 .. S-1
     h(t+1)      = h_S(t+1)
 
-Two computation paths give the same numbers:
+Three computation paths give the same numbers:
 
+* ``"fused"`` runs the whole sequence, forward and backward, in one compiled C++ op
+  (:mod:`fw_agents.memory._fused`, built on first use and cached): one autograd node per sequence instead of
+  ~10 per step. Its backward pass keeps O(T·B·S·H) floats (no A per step) and rebuilds A(t) from the carried-in
+  A and the outputs. CPU, float32/float64 only.
 * ``"explicit"`` keeps the H×H matrix A per environment: O(H²) per step, and autograd keeps every A(t),
   O(T·B·H²) memory over a training sequence.
 * ``"attention"`` never forms A(t) inside a sequence. It uses
@@ -17,9 +21,12 @@ Two computation paths give the same numbers:
   on top of the A₀ read. Each step's read is one autograd node (:class:`AttentionRead`) that keeps references
   to the keys, not a copy: the backward pass keeps O(T·B·H) floats of states plus O(T²·B) scores, and A₀ once.
 
-``"auto"`` uses the explicit path for single steps (rollouts) and the attention path for sequences of up
-to ``attention_max_len`` steps (default H, where the two cross over in speed; the attention path is the
-lighter one in memory at every length). ``python -m train.bench core`` measures both.
+``"auto"`` uses the fused op wherever it runs: it is the fastest path at every length measured, single
+rollout steps included (``python -m train.bench core``). Where it cannot run (no C++ compiler, a failed
+build, CUDA, another dtype) ``"auto"`` and ``"fused"`` warn once and use the explicit path for single steps
+(rollouts) and the attention path for sequences of up to ``attention_max_len`` steps (default H, where the two
+cross over in speed; the attention path is the lighter one in memory at every length). ``collect_stats``
+also uses these PyTorch paths (it looks inside each step), without a warning.
 
 The packed state is ``[h, triu(A)]``: A is a decayed sum of outer products, so it is exactly symmetric
 and its upper triangle holds all of it. That halves what a rollout buffer stores per env-step:
@@ -105,8 +112,8 @@ class FastWeightsRNN(MemoryCore):
     :param layer_norm: layer normalisation over the hidden units of each sample, with learned gain and
         bias, before the nonlinearity in the inner loop (paper: on).
     :param activation: the nonlinearity f: one of ``relu`` (paper), ``tanh``, ``elu``, ``gelu``, ``identity``.
-    :param compute_path: ``auto``, ``explicit`` or ``attention`` (see the module docstring).
-    :param attention_max_len: longest sequence ``auto`` sends to the attention path (default: H).
+    :param compute_path: ``auto``, ``fused``, ``explicit`` or ``attention`` (see the module docstring).
+    :param attention_max_len: longest sequence the PyTorch fallback sends to the attention path (default: H).
     :param recurrent_init_scale: W starts as this multiple of the identity (0.05, as common
         reimplementations do; the paper's IRNN baselines start from the identity).
     :param learn_rates: λ and η become parameters trained with the rest (λ = sigmoid(logit), η = exp(log η),

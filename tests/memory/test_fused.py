@@ -162,3 +162,16 @@ def test_fallback_when_the_op_cannot_be_built(monkeypatch):
     with pytest.warns(RuntimeWarning, match="could not be built"):
         out, new_state = fused(x, state, starts)
     th.testing.assert_close(out, explicit(x, state, starts)[0])
+
+
+@pytest.mark.parametrize("hidden", [1, 7, 10])
+def test_fused_hidden_sizes_not_a_multiple_of_four(hidden):
+    """The op works on blocks of four rows: the remaining rows take another branch."""
+    th.manual_seed(0)
+    explicit = FastWeightsRNN(F_IN, hidden, compute_path="explicit", gated=True).double()
+    fused = FastWeightsRNN(F_IN, hidden, compute_path="fused", gated=True).double()
+    fused.load_state_dict(explicit.state_dict())
+    x, starts = random_sequence(6, 3)
+    h = 0.3 * th.rand(3, hidden, dtype=th.float64)
+    M = 0.3 * th.randn(3, hidden, hidden, dtype=th.float64)
+    assert_same(explicit, fused, x, explicit.pack(h, M + M.transpose(1, 2)), starts)

@@ -77,34 +77,59 @@ T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   return acc;
 }
 
-// A = λ A + η h hᵀ (the fast-weights write), H×H row-major.
-template <typename T>
-void decayed_write(T* __restrict A, const T* __restrict h, T lam, T eta, int64_t H) {
-  for (int64_t i = 0; i < H; ++i) {
-    T* a = A + i * H;
-    const T c = eta * h[i];
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) a[j] = lam * a[j] + c * h[j];
-  }
-}
-
 // The forward pass keeps A as the packed state does: its upper triangle, row by row (row i holds A[i, i:]),
 // half the memory traffic of the full matrix and no unpacking.
 
-// y += A v for symmetric A given by its packed upper triangle.
+// y += A v for symmetric A given by its packed upper triangle. Row i's entries right of the diagonal serve
+// twice: as row i (y_i += A_ij v_j, a dot product) and as column i (y_j += A_ij v_i). Four rows go together, so
+// that each load and store of y carries four FMAs and the per-row overhead (a horizontal sum) is shared.
 template <typename T>
 void triangle_matvec(const T* __restrict tri, const T* __restrict v, T* __restrict y, int64_t H) {
-  for (int64_t i = 0; i < H; ++i) {
-    const int64_t n = H - i - 1;  // entries right of the diagonal
-    const T vi = v[i];
-    const T* r = tri + 1;
-    const T* vr = v + i + 1;
-    T* yr = y + i + 1;
-    T acc = tri[0] * vi;
-#pragma omp simd reduction(+ : acc)
+  int64_t i = 0;
+  for (; i + 4 <= H; i += 4) {
+    const T* r[4];
+    r[0] = tri;
+    for (int m = 1; m < 4; ++m) r[m] = r[m - 1] + (H - i - m + 1);  // r[m] points at A[i+m, i+m]
+    // The 4×4 block on the diagonal.
+    T acc[4] = {0, 0, 0, 0};
+    for (int a = 0; a < 4; ++a) {
+      for (int c = a; c < 4; ++c) {
+        const T value = r[a][c - a];
+        acc[a] += value * v[i + c];
+        if (c != a) acc[c] += value * v[i + a];
+      }
+    }
+    // Columns i+4 .. H-1 of the four rows.
+    const int64_t n = H - i - 4;
+    const T* r0 = r[0] + 4;
+    const T* r1 = r[1] + 3;
+    const T* r2 = r[2] + 2;
+    const T* r3 = r[3] + 1;
+    const T v0 = v[i], v1 = v[i + 1], v2 = v[i + 2], v3 = v[i + 3];
+    const T* vr = v + i + 4;
+    T* yr = y + i + 4;
+    T a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
     for (int64_t k = 0; k < n; ++k) {
-      acc += r[k] * vr[k];   // row i:    A[i, j] v_j
-      yr[k] += vi * r[k];    // column i: A[j, i] v_i = A[i, j] v_i
+      a0 += r0[k] * vr[k];
+      a1 += r1[k] * vr[k];
+      a2 += r2[k] * vr[k];
+      a3 += r3[k] * vr[k];
+      yr[k] += v0 * r0[k] + v1 * r1[k] + v2 * r2[k] + v3 * r3[k];
+    }
+    y[i] += acc[0] + a0;
+    y[i + 1] += acc[1] + a1;
+    y[i + 2] += acc[2] + a2;
+    y[i + 3] += acc[3] + a3;
+    tri = r[3] + (H - i - 3);
+  }
+  for (; i < H; ++i) {  // the last H mod 4 rows
+    const int64_t n = H - i - 1;
+    const T vi = v[i];
+    T acc = tri[0] * vi;
+    for (int64_t k = 0; k < n; ++k) {
+      acc += tri[1 + k] * v[i + 1 + k];
+      y[i + 1 + k] += vi * tri[1 + k];
     }
     y[i] += acc;
     tri += n + 1;
@@ -125,16 +150,28 @@ void triangle_write(const T* src, T* dst, const T* __restrict h, T lam, T eta, i
   }
 }
 
-// dst = λ src + η h hᵀ: the write into a fresh matrix (backward's segment recompute).
+// Multiplies the off-diagonal entries of a packed triangle by `factor` (the diagonal stays).
 template <typename T>
-void write_from(const T* __restrict src, T* __restrict dst, const T* __restrict h, T lam, T eta, int64_t H) {
+void scale_off_diagonal(T* tri, T factor, int64_t H) {
   for (int64_t i = 0; i < H; ++i) {
-    const T* a = src + i * H;
-    T* d = dst + i * H;
-    const T c = eta * h[i];
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) d[j] = lam * a[j] + c * h[j];
+    const int64_t n = H - i;
+    for (int64_t k = 1; k < n; ++k) tri[k] *= factor;
+    tri += n;
   }
+}
+
+// ⟨X, Y⟩ = Σ_ij X_ij Y_ij of two symmetric matrices given by their packed upper triangles.
+template <typename T>
+T symmetric_inner(const T* x, const T* y, int64_t H) {
+  T diagonal = 0;
+  const T* xi = x;
+  const T* yi = y;
+  for (int64_t i = 0; i < H; ++i) {
+    diagonal += xi[0] * yi[0];
+    xi += H - i;
+    yi += H - i;
+  }
+  return T(2) * dot(x, y, H * (H + 1) / 2) - diagonal;
 }
 
 template <typename T>
@@ -186,27 +223,6 @@ void times_activation_grad(const T* __restrict y, T* __restrict g, int64_t H, in
     }
     default:
       break;
-  }
-}
-
-// ------------------------------------------------------------------ packed state [h, triu(A)]
-
-template <typename T>
-void unpack_state(const T* packed, T* h, T* A, int64_t H) {
-  std::copy(packed, packed + H, h);
-  const T* tri = packed + H;
-  for (int64_t i = 0; i < H; ++i) {
-    for (int64_t j = i; j < H; ++j) A[i * H + j] = A[j * H + i] = *tri++;
-  }
-}
-
-template <typename T>
-void pack_state(const T* h, const T* A, T* packed, int64_t H) {
-  std::copy(h, h + H, packed);
-  T* tri = packed + H;
-  for (int64_t i = 0; i < H; ++i) {
-    std::copy(A + i * H + i, A + (i + 1) * H, tri);
-    tri += H - i;
   }
 }
 
@@ -375,17 +391,19 @@ template <typename T>
 void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_state, const T* out, const T* state,
                   const T* starts, const T* s_slow, const T* s_xhat, const T* s_rstd, const T* s_z, const T* W,
                   const T* U, const T* gain, const T* bias, bool want_lam, EnvGrads<T> g) {
-  const int64_t H = c.H, B = c.B, S = c.S, TT = c.T, HH = H * H;
+  // A(t) and dL/dA are symmetric: like the forward pass, all of it works on packed upper triangles (HH floats).
+  const int64_t H = c.H, B = c.B, S = c.S, TT = c.T, HH = c.D - H;
   const T lam = T(c.lam), eta = T(c.eta);
   // A(t) is rebuilt from A₀ and the outputs: checkpoints every K = ⌈√T⌉ steps, then one segment of K matrices at
-  // a time (2√T matrices per thread; measured faster than smaller, cache-sized segments with more checkpoints).
+  // a time (2√T triangles per thread; measured faster than smaller, cache-sized segments with more checkpoints).
   const int64_t K = std::max<int64_t>(1, int64_t(std::ceil(std::sqrt(double(TT)))));
   const int64_t n_seg = (TT + K - 1) / K;
-  std::unique_ptr<T[]> buf(new T[(n_seg + K + 1) * HH + (7 + 2 * S) * H]);  // uninitialised: all written first
-  T* ckpt = buf.get();            // (n_seg, H, H): A before step k·K (before its reset)
-  T* seg = ckpt + n_seg * HH;     // (K, H, H): A(t) as read at step t of the current segment
-  T* dA = seg + K * HH;           // (H, H) dL/dA, kept symmetric
-  T* h0 = dA + HH;
+  std::unique_ptr<T[]> buf(new T[(n_seg + K + 2) * HH + (7 + 2 * S) * H]);  // uninitialised: all written first
+  T* ckpt = buf.get();            // (n_seg, HH): A before step k·K (before its reset)
+  T* seg = ckpt + n_seg * HH;     // (K, HH): A(t) as read at step t of the current segment
+  T* dA = seg + K * HH;           // (HH,) dL/dA, symmetric
+  T* A = dA + HH;                 // (HH,) sweep 1's running A
+  T* h0 = A + HH;
   T* dh = h0 + H;
   T* dh_prev = dh + H;
   T* q = dh_prev + H;
@@ -396,21 +414,20 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
   T* dus = vs + S * H;            // (S, H): dL/du_s
 
   // dL/d(new state): h part as is; triu part -> symmetric dA (off-diagonal entries stand for two of A's).
-  unpack_state(grad_state + b * c.D, dh, dA, H);
-  for (int64_t i = 0; i < H; ++i)
-    for (int64_t j = 0; j < H; ++j)
-      if (i != j) dA[i * H + j] *= T(0.5);
+  std::copy(grad_state + b * c.D, grad_state + b * c.D + H, dh);
+  std::copy(grad_state + b * c.D + H, grad_state + (b + 1) * c.D, dA);
+  scale_off_diagonal(dA, T(0.5), H);
 
   // Sweep 1: checkpoints (A before step k·K).
-  std::vector<T> A(HH);
-  unpack_state(state + b * c.D, h0, A.data(), H);
+  std::copy(state + b * c.D, state + b * c.D + H, h0);
+  std::copy(state + b * c.D + H, state + (b + 1) * c.D, A);
   const int64_t last_ckpt = (n_seg - 1) * K;
   for (int64_t t = 0; t < last_ckpt; ++t) {
-    if (t % K == 0) std::copy(A.begin(), A.end(), ckpt + (t / K) * HH);
-    if (starts[t * B + b] != T(0)) std::fill(A.begin(), A.end(), T(0));
-    decayed_write(A.data(), out + (t * B + b) * H, lam, eta, H);
+    if (t % K == 0) std::copy(A, A + HH, ckpt + (t / K) * HH);
+    if (starts[t * B + b] != T(0)) std::fill(A, A + HH, T(0));
+    triangle_write(A, A, out + (t * B + b) * H, lam, eta, H);
   }
-  std::copy(A.begin(), A.end(), ckpt + last_ckpt / K * HH);
+  std::copy(A, A + HH, ckpt + last_ckpt / K * HH);
 
   for (int64_t k = n_seg - 1; k >= 0; --k) {
     const int64_t t0 = k * K, t1 = std::min(TT, t0 + K);
@@ -423,7 +440,7 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
       } else if (t == t0) {
         std::copy(prev, prev + HH, At);
       } else {
-        write_from(prev, At, out + ((t - 1) * B + b) * H, lam, eta, H);
+        triangle_write(prev, At, out + ((t - 1) * B + b) * H, lam, eta, H);
       }
     }
     for (int64_t t = t1 - 1; t >= t0; --t) {
@@ -436,10 +453,11 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
       for (int64_t j = 0; j < H; ++j) dh[j] += go[j];
 
       // The write A(t+1) = λ A(t) + η h' h'ᵀ: dh' += η (dA + dAᵀ) h' = 2η dA h'; dη = h'ᵀ dA h'; dλ = ⟨dA, A(t)⟩.
-      combine_rows(dA, h_new, q, H, false);
+      std::fill(q, q + H, T(0));
+      triangle_matvec(dA, h_new, q, H);
       for (int64_t j = 0; j < H; ++j) dh[j] += T(2) * eta * q[j];
       g.d_eta[b] += dot(h_new, q, H);
-      if (want_lam) g.d_lam[b] += dot(dA, At, HH);
+      if (want_lam) g.d_lam[b] += symmetric_inner(dA, At, H);
 
       // Recompute v_0 .. v_S from the saved slow, x̂ (elementwise).
       const T* slow = s_slow + tb * H;
@@ -492,7 +510,8 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
           std::copy(dv, dv + H, du);
         }
         for (int64_t j = 0; j < H; ++j) dslow[j] += du[j];
-        combine_rows(At, du, dv, H, false);  // dL/dv_{s-1} = A(t)ᵀ du = A(t) du
+        std::fill(dv, dv + H, T(0));
+        triangle_matvec(At, du, dv, H);  // dL/dv_{s-1} = A(t)ᵀ du = A(t) du
       }
       times_activation_grad(slow, dv, H, c.act);  // v_0 = f(slow)
       T* d_in = g.d_in + tb * H;
@@ -504,24 +523,25 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
       }
       combine_rows(W, d_in, dh_prev, H, true);  // + Wᵀ dslow
       std::copy(dh_prev, dh_prev + H, dh);
-      // dL/dA(t) = λ dL/dA(t+1) + Σ_s sym(du_s v_{s-1}ᵀ), kept symmetric.
+      // dL/dA(t) = λ dL/dA(t+1) + Σ_s sym(du_s v_{s-1}ᵀ), on the triangle: row i holds j = i .. H-1.
+      T* a = dA;
       for (int64_t i = 0; i < H; ++i) {
-        T* a = dA + i * H;
+        const int64_t n = H - i;
         for (int64_t s = 0; s < S; ++s) {
-          const T* du = dus + s * H;
-          const T* v = vs + s * H;
-          const T cu = T(0.5) * du[i], cv = T(0.5) * v[i], decay = s == 0 ? lam : T(1);
+          const T* du = dus + s * H + i;
+          const T* v = vs + s * H + i;
+          const T cu = T(0.5) * du[0], cv = T(0.5) * v[0], decay = s == 0 ? lam : T(1);
 #pragma omp simd
-          for (int64_t j = 0; j < H; ++j) a[j] = decay * a[j] + cu * v[j] + cv * du[j];
+          for (int64_t k = 0; k < n; ++k) a[k] = decay * a[k] + cu * v[k] + cv * du[k];
         }
+        a += n;
       }
     }
   }
   // dL/d(carried-in state), packed: off-diagonal triu entries collect both of A's entries.
-  for (int64_t i = 0; i < H; ++i)
-    for (int64_t j = 0; j < H; ++j)
-      if (i != j) dA[i * H + j] *= T(2);
-  pack_state(dh, dA, g.d_state + b * c.D, H);
+  scale_off_diagonal(dA, T(2), H);
+  std::copy(dh, dh + H, g.d_state + b * c.D);
+  std::copy(dA, dA + HH, g.d_state + b * c.D + H);
 }
 
 // Returns d input_terms (T, B, H), d gate_terms (T, B, H), d state (B, D), dW, dU, d gain, d bias, dλ, dη.
