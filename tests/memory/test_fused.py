@@ -1,5 +1,8 @@
 """The fused op (fw_agents/memory/_fused) against the PyTorch explicit path and finite differences."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -175,3 +178,28 @@ def test_fused_hidden_sizes_not_a_multiple_of_four(hidden):
     h = 0.3 * th.rand(3, hidden, dtype=th.float64)
     M = 0.3 * th.randn(3, hidden, hidden, dtype=th.float64)
     assert_same(explicit, fused, x, explicit.pack(h, M + M.transpose(1, 2)), starts)
+
+
+@pytest.mark.slow
+def test_first_use_builds_in_a_fresh_folder_and_concurrent_builds_are_safe(tmp_path):
+    """Two processes building at once into an empty TORCH_EXTENSIONS_DIR both get a working op (torch's file lock)."""
+    script = (
+        "import torch as th\n"
+        "from fw_agents.memory import FastWeightsRNN, _fused\n"
+        "assert _fused.load() is not None, _fused.load_error()\n"
+        "core = FastWeightsRNN(3, 8, compute_path='fused')\n"
+        "out, state = core(th.randn(4, 2, 3), core.initial_state(2), th.zeros(4, 2))\n"
+        "out.sum().backward()\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = [run.communicate(timeout=600) for run in runs]
+    for run, (stdout, stderr) in zip(runs, results, strict=True):
+        assert run.returncode == 0 and stdout.strip() == "ok", stderr
+    assert sum("compiling the fused fast-weights op" in stderr for _, stderr in results) >= 1

@@ -21,7 +21,6 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch as th
@@ -34,7 +33,7 @@ ACTIVATION_CODES = {"relu": 0, "tanh": 1, "elu": 2, "gelu": 3, "identity": 4}
 DTYPES = (th.float32, th.float64)
 
 _lock = threading.Lock()
-_module: ModuleType | None = None
+_module: Any = None
 _load_error: str | None = None
 _warned: set[str] = set()
 
@@ -52,8 +51,9 @@ def extension_name() -> str:
     return f"fw_agents_fused_{hashlib.sha256(key).hexdigest()[:12]}"
 
 
-def load() -> ModuleType | None:
-    """The compiled op, building it on first use; None if it cannot be built (the reason: :func:`load_error`)."""
+def load() -> Any:
+    """``torch.ops.fw_agents_fused`` (``forward``, ``backward``), building the op on first use; None if it cannot be
+    built (the reason: :func:`load_error`)."""
     global _module, _load_error
     with _lock:
         if _module is not None or _load_error is not None:
@@ -72,9 +72,15 @@ def load() -> ModuleType | None:
             if not cached:
                 print("compiling the fused fast-weights op (first use, cached)…", file=sys.stderr, flush=True)
             start = time.perf_counter()
-            _module = cpp_extension.load(
-                name, [str(SOURCE)], extra_cflags=list(CFLAGS), build_directory=str(build_dir), verbose=False
+            cpp_extension.load(
+                name,
+                [str(SOURCE)],
+                extra_cflags=list(CFLAGS),
+                build_directory=str(build_dir),
+                verbose=False,
+                is_python_module=False,  # the source registers torch.ops.fw_agents_fused.* itself
             )
+            _module = th.ops.fw_agents_fused
             if not cached:
                 seconds = time.perf_counter() - start
                 print(f"compiled the fused fast-weights op in {seconds:.1f} s ({build_dir})", file=sys.stderr)

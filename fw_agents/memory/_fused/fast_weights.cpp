@@ -20,9 +20,11 @@
 //
 // The packed state is [h, triu(A)] (row-major upper triangle), unpacked/packed here so Python never gathers.
 
-#include <torch/extension.h>
-
+// Registered as torch operators (torch.ops.fw_agents_fused.*) with ATen's headers only: no pybind11 and no
+// torch/extension.h, which halves the first-use compile time.
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -585,13 +587,13 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& g
   auto h_prev = at::cat({h_first, out.narrow(0, 0, c.T - 1)}, 0) * (1 - sts).unsqueeze(-1);
   h_prev = h_prev.reshape({c.T * c.B, c.H});
   auto dW = at::mm(d_in.reshape({c.T * c.B, c.H}).t(), h_prev);
-  auto dU = gated ? at::mm(d_gin.reshape({c.T * c.B, c.H}).t(), h_prev) : at::Tensor();
+  auto dU = gated ? at::mm(d_gin.reshape({c.T * c.B, c.H}).t(), h_prev) : at::empty({0}, opts);
   return {d_in, d_gin, d_state, dW, dU, d_gain.sum(0), d_bias.sum(0), d_lam.sum(), d_eta.sum()};
 }
 
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "fused fast-weights sequence forward (CPU)");
-  m.def("backward", &backward, "fused fast-weights sequence backward (CPU)");
+TORCH_LIBRARY(fw_agents_fused, m) {
+  m.def("forward", &forward);
+  m.def("backward", &backward);
 }
