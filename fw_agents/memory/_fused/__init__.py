@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch as th
+from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).with_name("fast_weights.cpp")
 # -march=native: the library is built on the machine that runs it (and the folder name carries no CPU, so
@@ -128,6 +129,7 @@ class FusedSequence(th.autograd.Function):
         return out, new_state
 
     @staticmethod
+    @once_differentiable  # the backward pass is compiled code: no double backward through it
     def backward(ctx, grad_out, grad_state):  # type: ignore[override]
         out, state, starts, slow, xhat, rstd, z, W, U, gain, bias = ctx.saved_tensors
         want_lam = ctx.needs_input_grad[8]
