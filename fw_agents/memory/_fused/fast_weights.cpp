@@ -1,9 +1,9 @@
 // Fused sequence forward and backward of FastWeightsRNN (fw_agents/memory/fast_weights.py) on the CPU.
 //
 // One call runs the whole time loop. Environments are independent (each has its own A; only the slow weights
-// are shared), so the loop is "for each env b: for each step t": env b's A (H×H) stays in L1/L2 for all T
-// steps instead of B matrices streaming through the cache once per step. Envs are spread over torch's
-// threads with at::parallel_for.
+// are shared), so the loop is "for each env b: for each step t": env b's A stays in L1/L2 for all T steps
+// instead of B matrices streaming through the cache once per step. Envs are spread over torch's threads with
+// at::parallel_for; each env's arithmetic is the same whatever the thread count (deterministic results).
 //
 // Per env, with h and A zeroed before step t where starts[t] != 0 (shapes per env; H hidden units, S inner
 // steps):
@@ -18,7 +18,8 @@
 // the backward pass rebuilds it from the carried-in A and the outputs (writes only, no reads), keeping √T
 // checkpoints and one segment of √T matrices per env in a thread-local buffer, so saved memory is O(T·B·S·H).
 //
-// The packed state is [h, triu(A)] (row-major upper triangle), unpacked/packed here so Python never gathers.
+// A is symmetric, and the packed state is [h, triu(A)] (row-major upper triangle). A, its checkpoints and dL/dA
+// stay in that packed form throughout: half the memory traffic of full matrices, and no unpacking.
 
 // Registered as torch operators (torch.ops.fw_agents_fused.*) with ATen's headers only: no pybind11 and no
 // torch/extension.h, which halves the first-use compile time.
