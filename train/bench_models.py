@@ -1,8 +1,8 @@
 """Model benchmarks for ``python -m train.bench``: the ``core`` and ``throughput`` subcommands.
 
-* ``core``: one memory core alone, forward + backward over ``(T, B)`` sequences: fast weights (explicit and
-  attention paths) against ``torch.nn.LSTM`` and ``torch.nn.GRU``; time and the bytes autograd saves for the
-  backward pass (each storage counted once).
+* ``core``: one memory core alone, forward + backward over ``(T, B)`` sequences: fast weights (fused, explicit
+  and attention paths) against ``torch.nn.LSTM`` and ``torch.nn.GRU``; time and the bytes autograd saves for the
+  backward pass (each storage counted once). Then single rollout steps (T = 1, no grad) at ``--step-batches``.
 * ``throughput``: env steps per second of whole training runs (collection and updates together), and the
   process's peak resident memory: RecurrentPPO with sb3-contrib's ``MlpLstmPolicy`` or our
   ``FastWeightsActorCriticPolicy``, :class:`fw_agents.a2c.RecurrentA2C` with ``MlpFastWeightsPolicy``, and
@@ -69,7 +69,7 @@ def start_run(args: argparse.Namespace, subcommand: str) -> bool:
 
 
 # --- core ---------------------------------------------------------------------------------------------------
-CORE_MODELS = ("fast-weights-explicit", "fast-weights-attention", "nn.LSTM", "nn.GRU")
+CORE_MODELS = ("fast-weights-fused", "fast-weights-explicit", "fast-weights-attention", "nn.LSTM", "nn.GRU")
 CORE_REFERENCE = "nn.LSTM"
 
 
@@ -150,6 +150,62 @@ def bench_core(
     return rows
 
 
+STEP_MODELS = ("fast-weights-fused", "fast-weights-explicit", "nn.LSTM")
+
+
+def make_step(name: str, input_size: int, hidden_size: int, batch: int) -> Callable[[th.Tensor], Any]:
+    """A function ``x (B, F) -> new state``: one rollout step (T = 1) of one core from a nonzero state."""
+    if name.startswith("fast-weights"):
+        from fw_agents.memory import FastWeightsRNN
+
+        core = FastWeightsRNN(input_size, hidden_size, compute_path=name.removeprefix("fast-weights-"))
+        state = th.full((batch, core.state_size), 0.01)  # a carried A is read: not the all-zero shortcut
+        starts = th.zeros(batch)
+        return lambda x: core.step(x, state, starts)
+    lstm = nn.LSTM(input_size, hidden_size)
+    hc = (th.zeros(1, batch, hidden_size), th.zeros(1, batch, hidden_size))
+    return lambda x: lstm(x.unsqueeze(0), hc)
+
+
+def bench_step(
+    hidden_sizes: Sequence[int], batches: Sequence[int], input_size: int, repeats: int, seed: int = 0
+) -> list[dict[str, Any]]:
+    """One row per (H, B, model): seconds per single no-grad step (median of 50-step blocks), ratio to nn.LSTM."""
+    rows = []
+    for hidden in hidden_sizes:
+        for batch in batches:
+            for name in STEP_MODELS:
+                th.manual_seed(seed)
+                step = make_step(name, input_size, hidden, batch)
+                x = th.randn(batch, input_size)
+                with th.no_grad():
+                    block = time_forward_steps(step, x, repeats)
+                rows.append({"model": name, "hidden_size": hidden, "B": batch, "seconds": spread(block)})
+    add_ratios(rows, ("hidden_size", "B"), ("seconds",), lambda r: r["model"] == CORE_REFERENCE)
+    return rows
+
+
+def time_forward_steps(step: Callable[[th.Tensor], Any], x: th.Tensor, repeats: int, block: int = 50) -> list[float]:
+    """Seconds per call of ``step(x)``, averaged over blocks of ``block`` calls, one number per repeat."""
+    for _ in range(block):
+        step(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(block):
+            step(x)
+        times.append((time.perf_counter() - start) / block)
+    return times
+
+
+def format_step_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'single step, no grad':<24} {'H':>4} {'B':>4} {'us (median)':>12} {'x LSTM':>7}"]
+    for r in rows:
+        seconds = 1e6 * r["seconds"]["median"]
+        lines.append(f"{r['model']:<24} {r['hidden_size']:>4} {r['B']:>4} {seconds:>12.1f} {r['seconds_ratio']:>7.2f}")
+    return "\n".join(lines)
+
+
 def format_core_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{'model':<24} {'H':>4} {'T':>4} {'fwd+bwd ms (median)':>20} {'min - max':>17} {'x LSTM':>7} "
@@ -169,6 +225,7 @@ def measure_core(args: argparse.Namespace) -> dict[str, Any]:
     """Run the ``core`` benchmark with ``args``, print its table; the JSON payload."""
     if args.quick:
         args.hidden_sizes, args.lengths, args.batch, args.input_size, args.repeats, args.warmup = [16], [8], 4, 8, 2, 1
+        args.step_batches = [2]
     rows = bench_core(
         args.hidden_sizes,
         args.lengths,
@@ -180,7 +237,9 @@ def measure_core(args: argparse.Namespace) -> dict[str, Any]:
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(format_core_table(rows))
-    return {"subcommand": "core", "settings": settings(args), "rows": rows}
+    step_rows = bench_step(args.hidden_sizes, args.step_batches, args.input_size, args.repeats, args.seed)
+    print(format_step_table(step_rows))
+    return {"subcommand": "core", "settings": settings(args), "rows": rows, "step_rows": step_rows}
 
 
 def run_core(args: argparse.Namespace) -> int:
@@ -197,6 +256,9 @@ def add_core_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", "-B", type=positive_int, default=16)
     parser.add_argument("--input-size", type=positive_int, default=64, help="F (default: 64)")
     parser.add_argument("--warmup", type=positive_int, default=2)
+    parser.add_argument(
+        "--step-batches", type=positive_int, nargs="+", default=[8, 128], help="B of the single-step (T=1) table"
+    )
     add_common_arguments(parser, repeats=10)
     parser.set_defaults(func=run_core)
 

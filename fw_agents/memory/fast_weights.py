@@ -16,8 +16,12 @@ learn without a per-task η; README, "defaults that learn"):
   construction), starting from the given values; ``fast_learning_rate="balanced"`` starts η at 2(1−λ)/H, where
   the fast term is about as large as the slow one.
 
-Two computation paths give the same numbers:
+Three computation paths give the same numbers:
 
+* ``"fused"`` runs the whole sequence, forward and backward, in one compiled C++ op
+  (:mod:`fw_agents.memory._fused`, built on first use and cached): one autograd node per sequence instead of
+  ~10 per step. Its backward pass keeps O(T·B·S·H) floats (no A per step) and rebuilds A(t) from the carried-in
+  A and the outputs. CPU, float32/float64 only.
 * ``"explicit"`` keeps the H×H matrix A per environment: O(H²) per step, and autograd keeps every A(t),
   O(T·B·H²) memory over a training sequence.
 * ``"attention"`` never forms A(t) inside a sequence. It uses
@@ -26,9 +30,12 @@ Two computation paths give the same numbers:
   on top of the A₀ read. Each step's read is one autograd node (:class:`AttentionRead`) that keeps references
   to the keys, not a copy: the backward pass keeps O(T·B·H) floats of states plus O(T²·B) scores, and A₀ once.
 
-``"auto"`` uses the explicit path for single steps (rollouts) and the attention path for sequences of up
-to ``attention_max_len`` steps (default H, where the two cross over in speed; the attention path is the
-lighter one in memory at every length). ``python -m train.bench core`` measures both.
+``"auto"`` uses the fused op wherever it runs: it is the fastest path at every length measured, single
+rollout steps included (``python -m train.bench core``). Where it cannot run (no C++ compiler, a failed
+build, CUDA, another dtype) ``"auto"`` and ``"fused"`` warn once and use the explicit path for single steps
+(rollouts) and the attention path for sequences of up to ``attention_max_len`` steps (default H, where the two
+cross over in speed; the attention path is the lighter one in memory at every length). ``collect_stats``
+also uses these PyTorch paths (it looks inside each step), without a warning.
 
 The packed state is ``[h, triu(A)]``: A is a decayed sum of outer products, so it is exactly symmetric
 and its upper triangle holds all of it. That halves what a rollout buffer stores per env-step:
@@ -43,6 +50,7 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
+from fw_agents.memory import _fused
 from fw_agents.memory.base import MemoryCore, check_positive_int, reset_mask
 
 ACTIVATIONS: dict[str, Callable[[th.Tensor], th.Tensor]] = {
@@ -52,7 +60,7 @@ ACTIVATIONS: dict[str, Callable[[th.Tensor], th.Tensor]] = {
     "gelu": F.gelu,
     "identity": lambda x: x,
 }
-COMPUTE_PATHS = ("auto", "explicit", "attention")
+COMPUTE_PATHS = ("auto", "fused", "explicit", "attention")
 
 
 def activation_by_name(name: str) -> Callable[[th.Tensor], th.Tensor]:
@@ -113,8 +121,8 @@ class FastWeightsRNN(MemoryCore):
     :param layer_norm: layer normalisation over the hidden units of each sample, with learned gain and
         bias, before the nonlinearity in the inner loop (paper: on).
     :param activation: the nonlinearity f: one of ``relu`` (paper), ``tanh``, ``elu``, ``gelu``, ``identity``.
-    :param compute_path: ``auto``, ``explicit`` or ``attention`` (see the module docstring).
-    :param attention_max_len: longest sequence ``auto`` sends to the attention path (default: H).
+    :param compute_path: ``auto``, ``fused``, ``explicit`` or ``attention`` (see the module docstring).
+    :param attention_max_len: longest sequence the PyTorch fallback sends to the attention path (default: H).
     :param recurrent_init_scale: W starts as this multiple of the identity (0.05, as common
         reimplementations do; the paper's IRNN baselines start from the identity).
     :param learn_rates: λ and η become parameters trained with the rest (λ = sigmoid(logit), η = exp(log η),
@@ -216,21 +224,55 @@ class FastWeightsRNN(MemoryCore):
         ``(T, B)`` -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
         if inputs.dim() != 3 or inputs.shape[-1] != self.input_size:
             raise ValueError(f"inputs must have shape (T, B, {self.input_size}), got {tuple(inputs.shape)}")
-        h, fast_weights = self.unpack(state)
         # The input term C x(t) + b of every step in one matrix product.
         input_terms = self.input_to_hidden(inputs)
         gate_terms = self.input_to_gate(inputs) if self.gated else None
         starts = episode_starts.to(inputs.dtype)
+        path = self._choose_path(inputs, state)
+        if path == "fused":
+            return self._run_fused(input_terms, gate_terms, state, starts)
+        h, fast_weights = self.unpack(state)
         # One host sync for the whole sequence instead of one per step.
         any_reset = starts.any(dim=1).tolist()
-        path = self.compute_path
-        if path == "auto":
-            path = "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
         run = self._run_attention if path == "attention" else self._run_explicit
         outputs, h, fast_weights = run(input_terms, gate_terms, h, fast_weights, starts, any_reset)
         if self.collect_stats:
             self.stats["fast_weights_norm"] = th.linalg.matrix_norm(fast_weights).mean().item()
         return outputs, self.pack(h, fast_weights)
+
+    def _choose_path(self, inputs: th.Tensor, state: th.Tensor) -> str:
+        """``fused`` where it can run (``auto`` or asked for), else ``explicit`` or ``attention``."""
+        # collect_stats (a diagnostic that looks inside each step) silently uses the PyTorch paths.
+        if self.compute_path in ("auto", "fused") and not self.collect_stats:
+            reason = _fused.unsupported_reason(inputs, state, *self.parameters())
+            if reason is None:
+                return "fused"
+            _fused.warn_once(f"FastWeightsRNN: {reason}; using the PyTorch path instead")
+        if self.compute_path in ("explicit", "attention"):
+            return self.compute_path
+        return "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
+
+    def _run_fused(
+        self, input_terms: th.Tensor, gate_terms: th.Tensor | None, state: th.Tensor, starts: th.Tensor
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """The whole sequence in one compiled op (:mod:`fw_agents.memory._fused`): outputs, packed state."""
+        lam, eta = self.rates()
+        layer_norm = self.layer_norm if isinstance(self.layer_norm, nn.LayerNorm) else None
+        return _fused.run(
+            input_terms,
+            gate_terms,
+            state,
+            starts,
+            self.hidden_to_hidden.weight,
+            self.hidden_to_gate.weight if self.gated else None,
+            None if layer_norm is None else layer_norm.weight,
+            None if layer_norm is None else layer_norm.bias,
+            lam,
+            eta,
+            self.inner_steps,
+            self.activation_name,
+            1e-5 if layer_norm is None else layer_norm.eps,
+        )
 
     def _inner_loop(self, slow: th.Tensor, read: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:
         """``h_0 = f(slow)``; S times ``h_{s+1} = f(LN(slow + A h_s))``, where ``read(h_s) = A h_s``."""
