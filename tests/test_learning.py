@@ -1,9 +1,9 @@
 """Learning checks (marker ``slow``; CI runs them): the bar sb3-contrib sets for its own LSTM policy, and the
 main job (fast weights on Catch) beating every memoryless policy.
 
-RecurrentPPO with the fast-weights policy, at its defaults (no memory option given), must reach a mean evaluation return of 450 on CartPole without
-velocities within 100k steps, where a memoryless policy stays near 50. Figures for the README come from
-``python -m tests.learning_check`` (same code).
+RecurrentPPO with the fast-weights policy, at its defaults (no memory option given), must reach a mean
+evaluation return of 450 on CartPole without velocities within 100k steps, where a memoryless policy stays near
+50. Figures for the README come from ``python -m tests.learning_check`` (same code).
 """
 
 import pytest

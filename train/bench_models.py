@@ -268,6 +268,7 @@ def add_core_parser(subparsers: argparse._SubParsersAction) -> None:
 AGENTS = (
     ("RecurrentPPO+MlpLstmPolicy", "RecurrentPPO", "MlpLstmPolicy"),
     ("RecurrentPPO+FastWeights", "RecurrentPPO", "FastWeightsActorCriticPolicy"),
+    ("RecurrentA2C+MlpLstmPolicy", "RecurrentA2C", "MlpLstmPolicy"),
     ("RecurrentA2C+MlpFastWeightsPolicy", "RecurrentA2C", "MlpFastWeightsPolicy"),
     ("A2C+MlpPolicy", "A2C", "MlpPolicy"),
 )
