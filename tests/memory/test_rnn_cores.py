@@ -22,10 +22,11 @@ def test_matches_torch_rnn_without_resets(core_class, num_layers):
     th.testing.assert_close(new_state, core._pack(ref_state if core.n_parts == 2 else (ref_state,)))
 
 
+@pytest.mark.parametrize("num_layers", [1, 3], ids=["one-layer", "stacked"])
 @pytest.mark.parametrize("name", sorted(MEMORY_CORES))
-def test_reset_at_k_equals_fresh_sequence_from_k(name):
+def test_reset_at_k_equals_fresh_sequence_from_k(name, num_layers):
     th.manual_seed(0)
-    core = MEMORY_CORES[name](F_IN, H)
+    core = MEMORY_CORES[name].build(F_IN, H, num_layers=num_layers)
     T, B, k = 9, 3, 4
     x = th.randn(T, B, F_IN)
     starts = th.zeros(T, B)

@@ -39,20 +39,6 @@ def test_a_stack_is_its_layers_one_above_the_other(core_class):
     th.testing.assert_close(new_state, th.cat([bottom_state, top_state], dim=1))
 
 
-@pytest.mark.parametrize("name", sorted(MEMORY_CORES))
-def test_a_stack_resets_like_one_core(name):
-    th.manual_seed(0)
-    core = MEMORY_CORES[name].build(F_IN, H, num_layers=3)
-    T, B, k = 8, 2, 5
-    x = th.randn(T, B, F_IN)
-    starts = th.zeros(T, B)
-    starts[k] = 1.0
-    out, state = core(x, th.rand(B, core.state_size), starts)
-    fresh_out, fresh_state = core(x[k:], core.initial_state(B), th.zeros(T - k, B))
-    th.testing.assert_close(out[k:], fresh_out)
-    th.testing.assert_close(state, fresh_state)
-
-
 def test_dropout_between_layers_only_while_training():
     th.manual_seed(0)
     stack = FastWeightsRNN.build(F_IN, H, num_layers=2, dropout=0.5)
