@@ -403,7 +403,7 @@ class FastWeightsActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
 
     The policy's defaults are ours, not the paper's (README, "defaults that learn"): a gated, additive update,
     λ and η learned, η starting "balanced" (η = 2(1−λ)/H: the fast term starts as large as the slow one). With
-    the paper's cell (η = 0.5, no gate, fixed rates) the fast term starts ~300× the slow one at H = 64 and
+    the paper's cell (η = 0.5, no gate, fixed rates) the fast term starts ~130× the slow one at H = 64 and
     drowns small observations. The paper's cell: ``gated=False, learn_rates=False, fast_learning_rate=0.5``.
     """
 
