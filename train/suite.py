@@ -112,6 +112,9 @@ def grid(args: argparse.Namespace) -> list[GridRun]:
     tasks = [TASKS_BY_NAME[name] for name in args.tasks] if args.tasks else TASKS
     memories = [MEMORIES_BY_NAME[name] for name in args.memories] if args.memories else MEMORIES
     seeds = args.seeds if args.seeds is not None else PROFILES[args.profile]
+    for name, chosen in (("--tasks", args.tasks or []), ("--memories", args.memories or []), ("--seeds", seeds)):
+        if len(set(chosen)) < len(chosen):
+            raise CLIError(f"{name} must not repeat an entry")
     cells = []
     for task in tasks:
         budget = task.budgets.get(args.profile)

@@ -73,5 +73,6 @@ def test_quick_suite_runs_resumes_and_reports(
 def test_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert suite.main(["report", str(tmp_path / "missing")]) == 2
     assert suite.main(["run", "--out-dir", str(tmp_path), "--tasks", "catch-n24", "--profile", "quick"]) == 2
+    assert suite.main(["run", "--out-dir", str(tmp_path), "--seeds", "1", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("python -m train.suite: error:") for line in err)
+    assert len(err) == 3 and all(line.startswith("python -m train.suite: error:") for line in err)
