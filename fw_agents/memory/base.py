@@ -22,11 +22,14 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import torch as th
 from torch import nn
 
 #: Arguments of :meth:`MemoryCore.build` that are not options of one core: sizes and stacking.
 BUILD_ARGUMENTS = ("input_size", "hidden_size", "num_layers", "dropout")
+#: The largest finite float32: numeric options beyond it overflow as soon as they meet a float32 tensor.
+FLOAT32_MAX = float(th.finfo(th.float32).max)
 
 
 def check_positive_int(name: str, value: int) -> int:
@@ -54,8 +57,9 @@ def check_number(
     # numbers.Real takes numpy's scalars too; bool is an int subclass but never meant as a number here.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    # Finite in float32 too: the value meets float32 parameters and states (1e300 · h hᵀ is inf there).
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name} must be {allowed} (finite in float32, |x| <= {FLOAT32_MAX:.3g}), got {value!r}")
     if low is not None and (value < low or (value == low and not low_inclusive)):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
     if high is not None and value > high:
@@ -66,7 +70,7 @@ def check_number(
 def check_bool(name: str, value: bool) -> bool:
     """``value`` if it is a bool, else a ValueError: ``bool("maybe")`` is True, so a truthiness test would
     silently turn a typo into an option switched on."""
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":  # numpy's bool too
+    if not isinstance(value, bool | np.bool_):
         raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
     return bool(value)
 
