@@ -98,6 +98,31 @@ class RecurrentA2CDictRolloutBuffer(_StartStateMixin, DictRolloutBuffer):
     """SB3's DictRolloutBuffer plus the start-of-rollout memory state (see :meth:`sequences`)."""
 
 
+def _named_observations(observations: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``{"observation": array}``, or ``{"observation['key']": array}`` per key of a dict observation."""
+    if isinstance(observations, dict):
+        return {f"observation[{key!r}]": value for key, value in observations.items()}
+    return {"observation": observations}
+
+
+def _check_finite(arrays: dict[str, np.ndarray], where: str) -> None:
+    """ValueError naming the first non-finite entry of ``arrays`` (each ``(n_steps, n_envs, ...)``): its source, env
+    and step, and how to find what produces it. Integer arrays cannot hold a NaN and are skipped."""
+    for source, array in arrays.items():
+        if not np.issubdtype(array.dtype, np.floating):
+            continue
+        finite = np.isfinite(array.reshape(array.shape[0], array.shape[1], -1)).all(axis=-1)  # (n_steps, n_envs)
+        if not finite.all():
+            step, env = np.argwhere(~finite)[0]
+            at = f"env {env}, step {step} of this rollout" if array.shape[0] > 1 else f"env {env}"
+            raise ValueError(
+                f"RecurrentA2C: a non-finite {source} {where} ({at}); training on it would make every parameter "
+                "NaN, so no parameter was updated with it. Wrap the env in "
+                "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find the step that "
+                "produces it, and fix the env (or its reward/observation scaling)."
+            )
+
+
 def _masked_mean(x: th.Tensor, mask: th.Tensor) -> th.Tensor:
     return x[mask].mean()
 
@@ -281,6 +306,12 @@ class RecurrentA2C(OnPolicyAlgorithm):
 
             new_obs, rewards, dones, infos = env.step(self._env_actions(actions))
             self.num_timesteps += env.num_envs
+            # Observations are checked as they arrive (n_envs values: cheap), as the next step feeds them to the
+            # policy, where a NaN fails inside torch.distributions with a message that names no source.
+            _check_finite(
+                {name: obs[None] for name, obs in _named_observations(new_obs).items()},  # type: ignore[arg-type]
+                f"from env.step at timestep {self.num_timesteps}",
+            )
 
             callback.update_locals(locals())
             if not callback.on_step():
@@ -317,6 +348,7 @@ class RecurrentA2C(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
 
+        self._check_rollout_finite()
         data = self.rollout_buffer.sequences()
         actions = data.actions
         if isinstance(self.action_space, spaces.Discrete):
@@ -342,6 +374,15 @@ class RecurrentA2C(OnPolicyAlgorithm):
         entropy_loss = -_masked_mean(entropy if entropy is not None else -log_prob, mask)
         loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
+        # One host sync (the .item() calls below make them anyway): a NaN loss would make every gradient, and
+        # after the step every parameter, NaN, and learn() would still finish normally.
+        if not th.isfinite(loss).item():
+            raise ValueError(
+                f"RecurrentA2C: the loss is {loss.item()} (policy {policy_loss.item()}, value {value_loss.item()}, "
+                f"entropy {entropy_loss.item()}) although the rollout's observations and rewards are finite; no "
+                "parameter was updated. Check the policy's outputs and the learning rate, or wrap the env in "
+                "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find where it starts."
+            )
         self.policy.optimizer.zero_grad()
         loss.backward()
         th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
@@ -356,6 +397,12 @@ class RecurrentA2C(OnPolicyAlgorithm):
         self.logger.record("train/value_loss", value_loss.item())
         if hasattr(self.policy, "log_std"):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
+
+    def _check_rollout_finite(self) -> None:
+        """ValueError naming the first non-finite reward or observation of the rollout (its env and step), before
+        any of it reaches a gradient. numpy's isfinite over the buffer's arrays: cheap, once per rollout."""
+        buffer = self.rollout_buffer
+        _check_finite({"reward": buffer.rewards, **_named_observations(buffer.observations)}, "in the rollout")
 
     def learn(
         self: SelfRecurrentA2C,

@@ -211,6 +211,28 @@ class MemoryStateLayout(nn.Module):
         return outputs.transpose(0, 1).reshape(-1, self.core.hidden_size), self.to_slots(state)
 
 
+def _check_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> None:
+    """PolicyArgumentError unless ``net_arch`` is None, a list of layer sizes, or ``dict(pi=[...], vf=[...])``
+    with every size an int >= 1: SB3 builds ``nn.Linear(n, 0)`` for a 0 without complaint (a head that sees
+    nothing) and fails with a RuntimeError about tensor dimensions for a negative size."""
+    if net_arch is None:
+        return
+    if isinstance(net_arch, Mapping):
+        unknown = sorted(set(net_arch) - {"pi", "vf"})
+        if unknown:
+            raise PolicyArgumentError(f"net_arch as a dict takes the keys 'pi' and 'vf', got {unknown}")
+        layers = [size for key in ("pi", "vf") for size in net_arch.get(key, [])]
+    elif isinstance(net_arch, list | tuple):
+        layers = list(net_arch)
+    else:
+        raise PolicyArgumentError(
+            f"net_arch must be a list of layer sizes or dict(pi=[...], vf=[...]), got {net_arch!r}"
+        )
+    for size in layers:
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+            raise PolicyArgumentError(f"net_arch layer sizes must be integers >= 1, got {net_arch!r}")
+
+
 class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
     """Recurrent actor-critic policy around any :class:`MemoryCore` (set by subclasses as ``core_class``).
 
@@ -282,6 +304,7 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
             )
         if shared_memory and not share_features_extractor:
             raise PolicyArgumentError(f"{_spellings('shared_memory')}=True needs share_features_extractor=True")
+        _check_net_arch(net_arch)
         self._check_memory_kwargs(memory_kwargs)
         self.given_memory_kwargs = dict(memory_kwargs)
         memory_kwargs = {**self.default_memory_kwargs, **memory_kwargs}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import re
 import zipfile
 from typing import Any
 
@@ -19,7 +20,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from fw_agents.a2c import RecurrentA2C
 from fw_agents.policies import POLICY_ALIASES
@@ -466,3 +467,51 @@ def test_memory_beats_memoryless_on_cartpole_without_velocities() -> None:
         returns[policy] = np.mean([info["r"] for info in model.ep_info_buffer])
     assert returns["MlpLstmPolicy"] > 150, returns
     assert returns["MlpNoMemoryPolicy"] < 100, returns
+
+
+class NonFiniteAt(gym.Wrapper):
+    """Emits ``value`` as the reward (``"reward"``) or in the observation (``"observation"``) at one step of the
+    wrapped env's life (counted over all its episodes), otherwise passes everything through."""
+
+    def __init__(self, env: gym.Env, where: str, at_step: int, value: float = float("nan")) -> None:
+        super().__init__(env)
+        self.where, self.at_step, self.value, self.steps = where, at_step, value, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.steps == self.at_step:
+            if self.where == "reward":
+                reward = self.value
+            else:
+                obs = np.full_like(obs, self.value)
+        return obs, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize(
+    ("policy", "where", "value"),
+    [
+        ("MlpFastWeightsPolicy", "reward", float("nan")),
+        ("MlpFastWeightsPolicy", "observation", float("inf")),
+        ("MlpLstmPolicy", "reward", float("-inf")),
+    ],
+)
+def test_a_nonfinite_reward_or_observation_stops_learn_before_the_update(policy, where, value):
+    """One NaN reward used to make learn() finish normally with every parameter NaN. Now learn() raises a
+    ValueError naming the source and the env, and the parameters are those of the last good update."""
+    # Env 1 of 2 emits the bad value in the second rollout (n_steps=5), at its step 1: the reward of the 7th
+    # env step is stored with the observation of the 6th.
+    at_step = 7 if where == "reward" else 6
+    env = DummyVecEnv(
+        [lambda: NonFiniteAt(gym.make("CartPole-v1"), where, 0, value)]
+        + [lambda: NonFiniteAt(gym.make("CartPole-v1"), where, at_step, value)]
+    )
+    kwargs = FW_SMALL if policy == "MlpFastWeightsPolicy" else SMALL
+    model = RecurrentA2C(policy, env, n_steps=5, policy_kwargs=kwargs, seed=0, device="cpu")
+    # Rewards are checked once per rollout; observations as they arrive (the policy reads them next).
+    in_rollout, from_step = "in the rollout (env 1, step 1 of this rollout)", "from env.step at timestep 12 (env 1)"
+    at = in_rollout if where == "reward" else from_step
+    with pytest.raises(ValueError, match=rf"non-finite {where} {re.escape(at)}.*VecCheckNan"):
+        model.learn(40)
+    assert model._n_updates == 1  # the first rollout was clean and trained on
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())

@@ -4,7 +4,8 @@ A core maps a sequence of feature vectors to a sequence of hidden outputs while 
 per-environment state. The state always travels *packed*: one float tensor ``(B, state_size)``
 per batch, whatever the core keeps inside (``h`` for a GRU, ``(h, c)`` for an LSTM, ``(h, A)`` for
 fast weights). One packed layout means the policy, the rollout buffers and the algorithms never need
-to know which core they hold, and resetting an episode is always "multiply by zero".
+to know which core they hold, and resetting an episode is always "select zero" (:func:`reset_state`: a select, never
+a multiplication, so a NaN or inf left by one episode cannot survive into the next: 0 · NaN is NaN).
 
 Every core also stacks (:meth:`MemoryCore.build`, :class:`StackedCore`): layer i+1 reads layer i's outputs,
 and the stack's packed state is its layers' packed states one after another.
@@ -13,17 +14,22 @@ and the stack's packed state is its layers' packed states one after another.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import torch as th
 from torch import nn
 
 #: Arguments of :meth:`MemoryCore.build` that are not options of one core: sizes and stacking.
 BUILD_ARGUMENTS = ("input_size", "hidden_size", "num_layers", "dropout")
+#: The largest finite float32: numeric options beyond it overflow as soon as they meet a float32 tensor.
+FLOAT32_MAX = float(th.finfo(th.float32).max)
 
 
 def check_positive_int(name: str, value: int) -> int:
@@ -33,11 +39,53 @@ def check_positive_int(name: str, value: int) -> int:
     return value
 
 
+def check_number(
+    name: str,
+    value: float,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    allowed: str | None = None,
+) -> float:
+    """``float(value)`` if it is a finite real number (not a bool, not a string) within the bounds, else a
+    ValueError naming the argument and what is allowed (``allowed``, or a description made from the bounds)."""
+    if allowed is None:
+        lower = "" if low is None else f" {'>=' if low_inclusive else '>'} {low}"
+        upper = "" if high is None else f" <= {high}"
+        allowed = f"a finite number{lower}{' and' if lower and upper else ''}{upper}"
+    # numbers.Real takes numpy's scalars too; bool is an int subclass but never meant as a number here.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+    # Finite in float32 too: the value meets float32 parameters and states (1e300 · h hᵀ is inf there).
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name} must be {allowed} (finite in float32, |x| <= {FLOAT32_MAX:.3g}), got {value!r}")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return float(value)
+
+
+def check_bool(name: str, value: bool) -> bool:
+    """``value`` if it is a bool, else a ValueError: ``bool("maybe")`` is True, so a truthiness test would
+    silently turn a typo into an option switched on."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
 def check_dropout(dropout: float, num_layers: int) -> float:
     """``dropout`` if it is a probability, else a ValueError; warns, as ``torch.nn.LSTM`` does, when there is
     no second layer for it to act on."""
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0.0 <= dropout <= 1.0:
-        raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+    dropout = check_number("dropout", dropout, low=0.0, high=1.0, allowed="a number in [0, 1]")
     if dropout > 0 and num_layers == 1:
         warnings.warn(f"dropout={dropout} acts between stacked memory layers, and num_layers=1 has none", stacklevel=3)
     return float(dropout)
@@ -107,6 +155,25 @@ class MemoryCore(nn.Module, ABC):
         :return: outputs ``(T, B, H)`` and the packed state after the last step ``(B, state_size)``.
         """
 
+    def check_shapes(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> None:
+        """ValueError unless ``inputs`` is ``(T, B, input_size)``, ``state`` ``(B, state_size)`` and ``episode_starts``
+        ``(T, B)``. Shape comparisons only (no values read, no host sync): cheap enough for every env step."""
+        if inputs.dim() != 3 or inputs.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__}: inputs must have shape (T, B, {self.input_size}), got {tuple(inputs.shape)}"
+            )
+        T, B = inputs.shape[0], inputs.shape[1]
+        if tuple(state.shape) != (B, self.state_size):
+            raise ValueError(
+                f"{type(self).__name__}: state must have shape (B, state_size) = ({B}, {self.state_size}) for inputs "
+                f"of shape {tuple(inputs.shape)}, got {tuple(state.shape)}"
+            )
+        if tuple(episode_starts.shape) != (T, B):
+            raise ValueError(
+                f"{type(self).__name__}: episode_starts must have shape (T, B) = ({T}, {B}) for inputs of shape "
+                f"{tuple(inputs.shape)}, got {tuple(episode_starts.shape)}"
+            )
+
     def step(self, x: th.Tensor, state: th.Tensor, episode_start: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """One step for rollouts: ``x`` ``(B, F)``, ``episode_start`` ``(B,)`` -> ``(B, H)``, new state."""
         out, state = self(x.unsqueeze(0), state, episode_start.reshape(1, -1))
@@ -116,9 +183,14 @@ class MemoryCore(nn.Module, ABC):
         return f"input_size={self.input_size}, hidden_size={self.hidden_size}, state_size={self.state_size}"
 
 
-def reset_mask(episode_start: th.Tensor) -> th.Tensor:
-    """``(B,)`` episode-start flags -> ``(B, 1)`` multiplier that zeroes the state of new episodes."""
-    return (1.0 - episode_start.to(th.float32)).unsqueeze(-1)
+def reset_state(state: th.Tensor, episode_start: th.Tensor) -> th.Tensor:
+    """``state`` ``(B, ...)`` with the rows of new episodes (``episode_start`` ``(B,)`` nonzero) set to zero.
+
+    A select, not a multiplication by ``1 - episode_start``: a NaN or inf in a finished episode's state would
+    survive ``0 · NaN = NaN`` into the next one. The gradient to a reset row is zero (never NaN) as well.
+    """
+    starts = episode_start.reshape(-1, *([1] * (state.dim() - 1))) != 0
+    return th.where(starts, th.zeros((), dtype=state.dtype, device=state.device), state)
 
 
 class StackedCore(MemoryCore):
@@ -150,6 +222,7 @@ class StackedCore(MemoryCore):
     def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts`` ``(T, B)``
         -> outputs of the top layer ``(T, B, H)``, packed state ``(B, state_size)``."""
+        self.check_shapes(inputs, state, episode_starts)
         outputs = inputs
         new_states = []
         for i, (layer, layer_state) in enumerate(

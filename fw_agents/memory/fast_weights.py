@@ -51,7 +51,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from fw_agents.memory import _fused
-from fw_agents.memory.base import MemoryCore, check_positive_int, reset_mask
+from fw_agents.memory.base import (
+    MemoryCore,
+    check_bool,
+    check_choice,
+    check_number,
+    check_positive_int,
+    reset_state,
+)
 
 ACTIVATIONS: dict[str, Callable[[th.Tensor], th.Tensor]] = {
     "relu": F.relu,
@@ -65,9 +72,7 @@ COMPUTE_PATHS = ("auto", "fused", "explicit", "attention")
 
 def activation_by_name(name: str) -> Callable[[th.Tensor], th.Tensor]:
     """Look up a nonlinearity by name; ValueError listing the choices otherwise."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
-    return ACTIVATIONS[name]
+    return ACTIVATIONS[check_choice("activation", name, sorted(ACTIVATIONS))]
 
 
 def balanced_fast_learning_rate(hidden_size: int, decay_rate: float) -> float:
@@ -148,22 +153,34 @@ class FastWeightsRNN(MemoryCore):
         gated: bool = False,
     ) -> None:
         super().__init__(input_size, hidden_size)
-        if not 0.0 < decay_rate <= 1.0:
-            raise ValueError(f"decay_rate (λ) must be in (0, 1], got {decay_rate!r}")
-        if fast_learning_rate == "balanced":
+        # Every argument is checked before anything is built, each with a ValueError naming it: NaN and inf
+        # would otherwise pass the range tests (NaN compares False) and poison the first forward pass.
+        decay_rate = check_number("decay_rate (λ)", decay_rate, low=0.0, high=1.0, low_inclusive=False)
+        if isinstance(fast_learning_rate, str):
+            if fast_learning_rate != "balanced":
+                raise ValueError(
+                    f"fast_learning_rate (η) must be a finite number >= 0 or 'balanced', got {fast_learning_rate!r}"
+                )
             fast_learning_rate = balanced_fast_learning_rate(hidden_size, decay_rate)
-        if isinstance(fast_learning_rate, str) or not fast_learning_rate >= 0.0:
-            raise ValueError(f"fast_learning_rate (η) must be a number >= 0 or 'balanced', got {fast_learning_rate!r}")
-        if compute_path not in COMPUTE_PATHS:
-            raise ValueError(f"compute_path must be one of {COMPUTE_PATHS}, got {compute_path!r}")
-        self.decay_rate = float(decay_rate)
-        self.fast_learning_rate = float(fast_learning_rate)
-        self.learn_rates = bool(learn_rates)
-        self.gated = bool(gated)
+        fast_learning_rate = check_number(
+            "fast_learning_rate (η)", fast_learning_rate, low=0.0, allowed="a finite number >= 0 or 'balanced'"
+        )
         self.inner_steps = check_positive_int("inner_steps", inner_steps)
-        self.activation_name = activation
-        self.activation = activation_by_name(activation)
-        self.compute_path = compute_path
+        layer_norm = check_bool("layer_norm", layer_norm)
+        self.activation_name = check_choice("activation", activation, sorted(ACTIVATIONS))
+        self.compute_path = check_choice("compute_path", compute_path, COMPUTE_PATHS)
+        recurrent_init_scale = check_number("recurrent_init_scale", recurrent_init_scale)
+        self.learn_rates = check_bool("learn_rates", learn_rates)
+        self.gated = check_bool("gated", gated)
+        if self.learn_rates and not (decay_rate < 1.0 and fast_learning_rate > 0.0):
+            # λ = sigmoid(logit) and η = exp(log η) cannot start at λ = 1 or η = 0.
+            raise ValueError(
+                f"learn_rates=True needs decay_rate (λ) < 1 and fast_learning_rate (η) > 0, "
+                f"got λ={decay_rate!r}, η={fast_learning_rate!r}"
+            )
+        self.decay_rate = decay_rate
+        self.fast_learning_rate = fast_learning_rate
+        self.activation = ACTIVATIONS[self.activation_name]
         self.attention_max_len = check_positive_int(
             "attention_max_len", hidden_size if attention_max_len is None else attention_max_len
         )
@@ -176,8 +193,6 @@ class FastWeightsRNN(MemoryCore):
         # LayerNorm normalises the last axis of each sample: statistics over hidden units, never the batch.
         self.layer_norm = nn.LayerNorm(H) if layer_norm else nn.Identity()
         if self.learn_rates:
-            if not (0.0 < decay_rate < 1.0 and fast_learning_rate > 0.0):
-                raise ValueError("learn_rates=True needs 0 < decay_rate < 1 and fast_learning_rate > 0")
             # Positive by construction: η = exp(log η), λ = sigmoid(logit λ).
             self.log_fast_learning_rate = nn.Parameter(th.tensor(float(fast_learning_rate)).log())
             self.decay_logit = nn.Parameter(th.logit(th.tensor(float(decay_rate))))
@@ -222,8 +237,7 @@ class FastWeightsRNN(MemoryCore):
     def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """Run a sequence: ``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts``
         ``(T, B)`` -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
-        if inputs.dim() != 3 or inputs.shape[-1] != self.input_size:
-            raise ValueError(f"inputs must have shape (T, B, {self.input_size}), got {tuple(inputs.shape)}")
+        self.check_shapes(inputs, state, episode_starts)
         # The input term C x(t) + b of every step in one matrix product.
         input_terms = self.input_to_hidden(inputs)
         gate_terms = self.input_to_gate(inputs) if self.gated else None
@@ -312,9 +326,8 @@ class FastWeightsRNN(MemoryCore):
         lam, eta = self.rates()
         outputs = []
         for t, slow_input in enumerate(input_terms):
-            if any_reset[t]:
-                keep = reset_mask(starts[t])
-                h, fast_weights = h * keep, fast_weights * keep.unsqueeze(-1)
+            if any_reset[t]:  # selects, not products: 0 · NaN would carry a NaN into the new episode
+                h, fast_weights = reset_state(h, starts[t]), reset_state(fast_weights, starts[t])
             slow = slow_input + self.hidden_to_hidden(h)
             A = fast_weights  # A(t) is fixed over the inner loop
 
@@ -347,16 +360,23 @@ class FastWeightsRNN(MemoryCore):
         self._start_stats()
         batch = h.shape[0]
         lam, eta = self.rates()
-        # A carried in from before the sequence is read only if it holds anything.
-        use_carry = bool(initial_fast_weights.abs().amax() > 0) if self.fast_learning_rate > 0 else False
+        # A₀ of an env that starts an episode at step 0 is never read (carry is zeroed there), but carry · (A₀ h)
+        # would still be 0 · NaN if A₀ held a NaN or inf from the last episode: select it away first.
+        if any_reset[0]:
+            initial_fast_weights = reset_state(initial_fast_weights, starts[0])
+        # A carried in from before the sequence is read only if it holds anything (`!= 0` counts a NaN: an
+        # env's non-finite memory must show, not be skipped because amax() of a NaN compares False).
+        use_carry = bool((initial_fast_weights != 0).any()) if self.fast_learning_rate > 0 else False
         carry = h.new_ones(batch, 1)
         weights = h.new_zeros(batch, 0)
         history: list[th.Tensor] = []
         outputs = []
         for t, slow_input in enumerate(input_terms):
             if any_reset[t]:
-                keep = reset_mask(starts[t])
-                h, carry, weights = h * keep, carry * keep, weights * keep
+                # h by a select (it may hold a NaN from the last episode); carry and weights are finite
+                # multipliers of λ and η, so a product zeroes them.
+                keep = (starts[t] == 0).to(h.dtype).unsqueeze(-1)
+                h, carry, weights = reset_state(h, starts[t]), carry * keep, weights * keep
             slow = slow_input + self.hidden_to_hidden(h)
 
             def read(hs: th.Tensor, keys=tuple(history), weights=weights, carry=carry) -> th.Tensor:

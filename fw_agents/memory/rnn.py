@@ -10,7 +10,7 @@ from typing import Any
 import torch as th
 from torch import nn
 
-from fw_agents.memory.base import MemoryCore, check_positive_int, reset_mask
+from fw_agents.memory.base import MemoryCore, check_number, check_positive_int, reset_state
 
 
 class TorchRNNCore(MemoryCore):
@@ -32,6 +32,8 @@ class TorchRNNCore(MemoryCore):
     def __init__(self, input_size: int, hidden_size: int = 128, num_layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__(input_size, hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
+        # torch checks the range itself, but lets NaN through and raises TypeError for a string.
+        dropout = check_number("dropout", dropout, low=0.0, high=1.0, allowed="a number in [0, 1]")
         self.rnn = self.rnn_class(input_size, hidden_size, num_layers=num_layers, dropout=dropout)
         self.state_size = self.n_parts * num_layers * hidden_size
 
@@ -54,12 +56,13 @@ class TorchRNNCore(MemoryCore):
     def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts`` ``(T, B)``
         -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
+        self.check_shapes(inputs, state, episode_starts)
         starts = episode_starts.to(inputs.dtype)
         reset_times = [t for t, any_start in enumerate(starts.any(dim=1).tolist()) if any_start]
         cuts = sorted({0, *reset_times, inputs.shape[0]})
         outputs = []
         for begin, end in zip(cuts[:-1], cuts[1:], strict=True):
-            state = state * reset_mask(starts[begin])
+            state = reset_state(state, starts[begin])  # a select: a NaN left by the last episode goes
             rnn_state = self._unpack(state)
             out, rnn_state = self.rnn(inputs[begin:end], rnn_state if self.n_parts == 2 else rnn_state[0])
             state = self._pack(rnn_state if self.n_parts == 2 else (rnn_state,))
@@ -92,4 +95,5 @@ class NoMemoryCore(MemoryCore):
 
     def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``inputs`` ``(T, B, F)`` -> ``(T, B, H)``; the empty state passes through."""
+        self.check_shapes(inputs, state, episode_starts)
         return th.tanh(self.linear(inputs)), state

@@ -6,7 +6,8 @@
 // at::parallel_for; each env's arithmetic is the same whatever the thread count (deterministic results).
 //
 // Per env, with h and A zeroed before step t where starts[t] != 0 (shapes per env; H hidden units, S inner
-// steps):
+// steps). Zeroed means overwritten (std::fill, or a select), never multiplied by 0: a NaN or inf left by the last
+// episode must not survive into the next one, forward or backward:
 //     slow  = in[t] + W h                       in = C x + c, precomputed by one GEMM outside
 //     v_0   = f(slow)
 //     u_s   = slow + A v_{s-1},  y_s = LN(u_s) (or u_s),  v_s = f(y_s)      s = 1..S
@@ -583,9 +584,11 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& g
     });
   });
   // The slow weights are shared by all envs: their gradients are one GEMM each over all env-steps,
-  // dW = Σ_t dslow(t) h(t)ᵀ with h(t) the state each step started from (zero after a reset).
+  // dW = Σ_t dslow(t) h(t)ᵀ with h(t) the state each step started from (zero after a reset). Zeroed by a select,
+  // not by multiplying with (1 - start): a NaN or inf left in a reset env's carried-in h would survive 0 · NaN.
   const auto h_first = st.narrow(1, 0, c.H).unsqueeze(0);
-  auto h_prev = at::cat({h_first, out.narrow(0, 0, c.T - 1)}, 0) * (1 - sts).unsqueeze(-1);
+  auto h_prev = at::where((sts != 0).unsqueeze(-1), at::zeros({}, opts),
+                          at::cat({h_first, out.narrow(0, 0, c.T - 1)}, 0));
   h_prev = h_prev.reshape({c.T * c.B, c.H});
   auto dW = at::mm(d_in.reshape({c.T * c.B, c.H}).t(), h_prev);
   auto dU = gated ? at::mm(d_gin.reshape({c.T * c.B, c.H}).t(), h_prev) : at::empty({0}, opts);
