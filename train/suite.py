@@ -166,16 +166,22 @@ class CellResult:
     run: str
 
 
-def cell_result(task: Task, memory: str, run: Path, config: dict[str, Any]) -> CellResult | None:
+#: A run's periodic evaluations: env steps and the normalised returns, ``(n,)`` each.
+Curve = tuple[np.ndarray, np.ndarray]
+
+
+def cell_result(task: Task, memory: str, run: Path, config: dict[str, Any]) -> tuple[CellResult, Curve | None] | None:
+    """A finished run's score and its normalised evaluation curve (None if it logged none); None if unfinished."""
     final = ((config.get("result") or {}).get("final_eval_deterministic") or {}).get("mean_return")
     if final is None:
         return None
     scalars = runs_.run_scalars(run, config, "eval/mean_reward")
+    curve = None if scalars is None else (scalars.steps, task.normalise(scalars.values))
     reached = None
-    if scalars is not None:
-        hits = np.flatnonzero(task.normalise(scalars.values) >= STEPS_THRESHOLD - 1e-6)
-        reached = int(scalars.steps[hits[0]]) if len(hits) else None
-    return CellResult(
+    if curve is not None:
+        hits = np.flatnonzero(curve[1] >= STEPS_THRESHOLD - 1e-6)
+        reached = int(curve[0][hits[0]]) if len(hits) else None
+    result = CellResult(
         task=task.name,
         memory=memory,
         seed=int(config["seed"]),
@@ -185,21 +191,27 @@ def cell_result(task: Task, memory: str, run: Path, config: dict[str, Any]) -> C
         wall_time_s=(config.get("result") or {}).get("wall_time_s"),
         run=str(run),
     )
+    return result, curve
 
 
-def collect(out_dir: Path) -> list[CellResult]:
-    """Every finished cell under ``out_dir`` (``<task>/<memory>-s<seed>``)."""
-    results = []
+def collect(out_dir: Path) -> tuple[list[CellResult], dict[str, Curve]]:
+    """Every finished cell under ``out_dir`` (``<task>/<memory>-s<seed>``), and the curves by run folder (each
+    run's TensorBoard log is read once, for the steps to 0.9 and for the plot)."""
+    results: list[CellResult] = []
+    curves: dict[str, Curve] = {}
     for task in TASKS:
         task_dir = out_dir / task.name
         if not task_dir.is_dir():
             continue
         for run in sorted(p for p in task_dir.iterdir() if (p / common.CONFIG_NAME).is_file()):
             memory = run.name.rsplit("-s", 1)[0]
-            result = cell_result(task, memory, run, common.load_yaml(run / common.CONFIG_NAME, "run config"))
-            if result is not None:
+            found = cell_result(task, memory, run, common.load_yaml(run / common.CONFIG_NAME, "run config"))
+            if found is not None:
+                result, curve = found
                 results.append(result)
-    return results
+                if curve is not None:
+                    curves[result.run] = curve
+    return results, curves
 
 
 def aggregate(results: Sequence[CellResult], reps: int = 2000) -> dict[str, dict[str, float]]:
@@ -283,7 +295,7 @@ def markdown(rows: Sequence[dict[str, Any]], totals: dict[str, dict[str, float]]
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(results: Sequence[CellResult], out: Path) -> None:
+def plot_curves(results: Sequence[CellResult], curves_by_run: dict[str, Curve], out: Path) -> None:
     """Normalised evaluation return against env steps, one panel per task, mean ± std over seeds per memory."""
     from train.plot import mean_and_std, plt
 
@@ -293,13 +305,11 @@ def plot_curves(results: Sequence[CellResult], out: Path) -> None:
     fig, axes = plt.subplots(rows_, columns, figsize=(4.5 * columns, 3.6 * rows_), squeeze=False)
     for ax, task in zip(axes.flat, tasks, strict=False):
         for memory in dict.fromkeys(r.memory for r in results if r.task == task.name):
-            curves = []
-            for r in results:
-                if r.task == task.name and r.memory == memory:
-                    run = Path(r.run)
-                    scalars = runs_.run_scalars(run, common.load_yaml(run / common.CONFIG_NAME), "eval/mean_reward")
-                    if scalars is not None:
-                        curves.append((scalars.steps, task.normalise(scalars.values)))
+            curves = [
+                curves_by_run[r.run]
+                for r in results
+                if r.task == task.name and r.memory == memory and r.run in curves_by_run
+            ]
             if curves:
                 grid_, mean, std = mean_and_std(curves, 100)
                 (line,) = ax.plot(grid_, mean, label=memory)
@@ -334,7 +344,7 @@ def plot_aggregate(totals: dict[str, dict[str, float]], out: Path) -> None:
 
 
 def write_report(out_dir: Path) -> None:
-    results = collect(out_dir)
+    results, curves = collect(out_dir)
     if not results:
         raise CLIError(f"no finished suite runs under {out_dir}")
     rows = summary(results)
@@ -345,7 +355,7 @@ def write_report(out_dir: Path) -> None:
     (out_dir / "suite.json").write_text(json.dumps(payload, indent=2) + "\n")
     table = markdown(rows, totals)
     (out_dir / "suite.md").write_text(table)
-    plot_curves(results, out_dir / "curves.png")
+    plot_curves(results, curves, out_dir / "curves.png")
     plot_aggregate(totals, out_dir / "aggregate.png")
     print(table)
     print(f"wrote {out_dir / 'suite.json'}, suite.md, curves.png and aggregate.png")

@@ -334,10 +334,8 @@ class FastWeightsRNN(MemoryCore):
             candidate = self._inner_loop(slow, lambda hs, A=A: th.bmm(A, hs.unsqueeze(-1)).squeeze(-1))
             h = self._update(h, candidate, None if gate_terms is None else gate_terms[t])
             # Write after the new h: A(t+1) = λ A(t) + η h(t+1) h(t+1)ᵀ.
-            if self.learn_rates:
-                fast_weights = lam * fast_weights + eta * (h.unsqueeze(-1) * h.unsqueeze(-2))
-            else:
-                fast_weights = th.baddbmm(fast_weights, h.unsqueeze(-1), h.unsqueeze(-2), beta=lam, alpha=eta)
+            # λ and η as factors (not baddbmm's beta/alpha, which take numbers only): learned rates are tensors.
+            fast_weights = th.baddbmm(lam * fast_weights, (eta * h).unsqueeze(-1), h.unsqueeze(-2))
             outputs.append(h)
         self._finish_stats()
         return th.stack(outputs), h, fast_weights
@@ -389,8 +387,7 @@ class FastWeightsRNN(MemoryCore):
             candidate = self._inner_loop(slow, read)
             h = self._update(h, candidate, None if gate_terms is None else gate_terms[t])
             # The write, in attention form: older entries decay by λ, the new state enters with weight η.
-            new_weight = eta.expand(batch, 1) if self.learn_rates else weights.new_full((batch, 1), eta)
-            weights = th.cat([weights * lam, new_weight], dim=1)
+            weights = th.cat([weights * lam, h.new_ones(batch, 1) * eta], dim=1)
             carry = carry * lam
             history.append(h)
             outputs.append(h)
