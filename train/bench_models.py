@@ -5,8 +5,8 @@
   backward pass (each storage counted once). Then single rollout steps (T = 1, no grad) at ``--step-batches``.
 * ``throughput``: env steps per second of whole training runs (collection and updates together), and the
   process's peak resident memory: RecurrentPPO with sb3-contrib's ``MlpLstmPolicy`` or our
-  ``FastWeightsActorCriticPolicy``, :class:`fw_agents.a2c.RecurrentA2C` with ``MlpFastWeightsPolicy``, and
-  SB3's feed-forward A2C.
+  ``FastWeightsActorCriticPolicy``, :class:`fw_agents.a2c.RecurrentA2C` with sb3-contrib's ``MlpLstmPolicy`` or
+  ``MlpFastWeightsPolicy``, and SB3's feed-forward A2C.
 
 Both pin torch's threads, warm up, repeat, and report the median with the min-max spread, and every median
 as a ratio to a reference measured in the same run (``nn.LSTM``; RecurrentPPO + ``MlpLstmPolicy``), since
