@@ -18,6 +18,7 @@ from fw_agents.policies import (
     canonical_policy_kwargs,
     register_policy_aliases,
 )
+from fw_agents.ppo import RecurrentPPO
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "NoMemoryCore",
     "NoMemoryMultiInputActorCriticPolicy",
     "RecurrentA2C",
+    "RecurrentPPO",
     "RecurrentMemoryActorCriticPolicy",
     "StackedCore",
     "canonical_policy_kwargs",
