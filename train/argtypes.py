@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -73,15 +74,25 @@ def check_output_path(path: str | Path, name: str, kind: Literal["file", "folder
             raise CLIError(f"{name}: {path} is a folder, expected a file name")
         if kind == "folder" and not path.is_dir():
             raise CLIError(f"{name}: {path} is a file, expected a folder")
-        if not os.access(path, os.W_OK):
+        if not os.access(path, os.W_OK) or (kind == "folder" and _unwritable_folder(path)):
             raise CLIError(f"{name}: {path} is not writable")
         return path
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise CLIError(f"{name}: cannot create {path}: {parent} is not a writable folder")
+    if _unwritable_folder(parent):
+        raise CLIError(f"{name}: cannot create {path}: nothing can be written in {parent}")
     return path
+
+
+def _unwritable_folder(folder: Path) -> bool:
+    """Whether a file cannot be made in ``folder``: a real probe, as permission bits do not tell (root, read-only
+    mounts, /proc). The probe file is anonymous and gone when closed."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return False
+    except OSError:
+        return True
 
 
 def check_json_path(path: Path | None) -> str | None:
@@ -133,6 +144,9 @@ def float_in(low: float, high: float, low_open: bool = False, high_open: bool = 
     return parse
 
 
+#: Seeds numpy accepts.
+MAX_SEED = 2**32 - 1
 positive_int = int_at_least(1)
+seed_int = int_at_least(0, MAX_SEED)
 non_negative_int = int_at_least(0)
 positive_float = float_in(0.0, math.inf, low_open=True, high_open=True)

@@ -24,8 +24,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from train import common
-from train.argtypes import CLIError, check_int, check_output_path, int_at_least
-from train.spec import MAX_SEED, check_device
+from train.argtypes import CLIError, check_int, check_output_path, seed_int
+from train.spec import check_device
 
 
 def load_run(
@@ -114,9 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", metavar="MODEL", help="a saved model .zip, or a run folder (its model.zip)")
     parser.add_argument("--episodes", type=int, default=100, metavar="N", help="episodes per evaluation (default: 100)")
-    parser.add_argument(
-        "--seed", type=int_at_least(0, MAX_SEED), default=12345, metavar="N", help="env seed (default: 12345)"
-    )
+    parser.add_argument("--seed", type=seed_int, default=12345, metavar="N", help="env seed (default: 12345)")
     parser.add_argument("--record", metavar="OUT.gif", help="also write one deterministic episode as a GIF")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--algo", choices=list(common.ALGORITHMS), help="algorithm, if the run has no config.yml")

@@ -38,7 +38,7 @@ import yaml
 from stable_baselines3.common.utils import LinearSchedule
 
 from train import common
-from train.argtypes import CLIError, check_int, check_number, check_output_path
+from train.argtypes import MAX_SEED, CLIError, check_int, check_number, check_output_path
 
 HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
 #: Default env per algorithm. A2C: the paper's partially observable Catch (N=16, M=3), which memory agents
@@ -53,8 +53,6 @@ DEFAULT_EVAL_EPISODES = 20
 RESUME_KEYS = ("algorithm", "env_id", "policy", "seed", "hyperparams")
 #: Arguments of the algorithms that the run sets from its own fields, never from hyperparameters.
 SET_BY_THE_RUN = {"seed": "seed", "device": "device", "verbose": "verbose", "tensorboard_log": "tensorboard_log"}
-#: Seeds numpy accepts.
-MAX_SEED = 2**32 - 1
 
 
 # ----------------------------------------------------------------------------------------------- value checks
@@ -264,10 +262,11 @@ def fold_memory_kwargs(params: dict[str, Any], policy: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- policy options
 def import_object(name: str) -> Any:
     """``"nn.ReLU"``, ``"th.optim.RMSprop"``, ``"package.module.Name"`` or ``"package.module:Name"`` -> object."""
-    for short, full in (("nn.", "torch.nn."), ("th.", "torch.")):
+    full = name
+    for short, long in (("nn.", "torch.nn."), ("th.", "torch.")):
         if name.startswith(short):
-            name = full + name[len(short) :]
-    module_name, _, attribute = name.partition(":") if ":" in name else name.rpartition(".")
+            full = long + name[len(short) :]
+    module_name, _, attribute = full.partition(":") if ":" in full else full.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError, ValueError):

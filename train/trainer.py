@@ -166,7 +166,7 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
         seed=0 if args.seed is None else args.seed,
         save_dir=args.save_dir,
         tensorboard_log=None if args.tensorboard_log.lower() == "none" else args.tensorboard_log,
-        eval_episodes=args.eval_episodes or spec.DEFAULT_EVAL_EPISODES,
+        eval_episodes=spec.DEFAULT_EVAL_EPISODES if args.eval_episodes is None else args.eval_episodes,
         **options,
     )
 
