@@ -124,21 +124,15 @@ def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def float_in(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
-    """argparse type: a finite float in the interval from ``low`` to ``high`` (ends open or closed; an infinite
-    end is always open)."""
+def float_in(low: float, high: float = math.inf, low_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite float in the interval from ``low`` (open or closed) to ``high`` (closed)."""
 
     def parse(text: str) -> float:
         try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        too_low = value <= low if low_open else value < low
-        too_high = value >= high if high_open else value > high
-        if not math.isfinite(value) or too_low or too_high:
-            interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-            raise argparse.ArgumentTypeError(f"must be in {interval}, got {text}")
-        return value
+            return check_number("the value", float(text), low, None if math.isinf(high) else high, not low_open)
+        except ValueError as error:
+            message = str(error) if isinstance(error, CLIError) else f"expected a number, got {text!r}"
+            raise argparse.ArgumentTypeError(message.removeprefix("the value ")) from None
 
     parse.__name__ = "float"
     return parse
@@ -148,5 +142,4 @@ def float_in(low: float, high: float, low_open: bool = False, high_open: bool = 
 MAX_SEED = 2**32 - 1
 positive_int = int_at_least(1)
 seed_int = int_at_least(0, MAX_SEED)
-non_negative_int = int_at_least(0)
-positive_float = float_in(0.0, math.inf, low_open=True, high_open=True)
+positive_float = float_in(0.0, low_open=True)

@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fast-learning-rate",
-        type=float_in(0.0, math.inf, high_open=True),
+        type=float_in(0.0),
         default=defaults.fast_learning_rate,
         help="η (default: 0.5; 0 = the ablation 'no fast weights')",
     )

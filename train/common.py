@@ -123,19 +123,12 @@ def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------- environments
-def memory_env_ids() -> list[str]:
-    """The ids registered by ``envs`` (the memory tasks)."""
-    import envs
-
-    return envs.registered_ids()
-
-
 def resolve_env_id(env_id: str) -> str:
     """Check that ``env_id`` is registered (after importing our ``envs`` and MiniGrid); ``module:Id`` imports
     ``module`` first, as ``gymnasium.make`` does. Returns the id without the module part."""
     import minigrid  # noqa: F401  (registers MiniGrid-…)
 
-    import envs  # noqa: F401  (registers fw_agents/…)
+    import envs  # registers fw_agents/…
 
     module, sep, name = env_id.rpartition(":")
     if sep:
@@ -144,9 +137,9 @@ def resolve_env_id(env_id: str) -> str:
         except ImportError as error:
             raise CLIError(f"cannot import {module!r} for environment {env_id!r}: {error}") from None
     if name not in gym.registry:
+        memory_envs = ", ".join(envs.registered_ids())
         raise CLIError(
-            f"unknown environment {name!r}; memory environments: {', '.join(memory_env_ids())} "
-            "(or any registered Gymnasium id)"
+            f"unknown environment {name!r}; memory environments: {memory_envs} (or any registered Gymnasium id)"
         )
     return name
 
@@ -283,18 +276,9 @@ def load_run_model(
     algo_class = load_algorithm(algo)
     try:
         model = algo_class.load(str(model_path), env=venv, device=device, **load_kwargs)
-    except (
-        OSError,
-        EOFError,
-        AssertionError,  # SB3: "No data found in the saved file"
-        KeyError,
-        ValueError,  # also a model whose spaces do not fit the env
-        RuntimeError,
-        TypeError,
-        AttributeError,
-        zipfile.BadZipFile,
-        pickle.UnpicklingError,
-    ) as error:
+    # SB3 raises AssertionError for "No data found in the saved file", ValueError for spaces that do not fit.
+    except (OSError, EOFError, AssertionError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
+            zipfile.BadZipFile, pickle.UnpicklingError) as error:  # fmt: skip
         venv.close()
         message = " ".join(str(error).split()) or type(error).__name__
         raise CLIError(f"cannot load {algo_class.__name__} model {model_path}: {message}") from None

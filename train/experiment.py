@@ -131,15 +131,8 @@ class Experiment:
         Everything that can refuse the spec runs before anything is written."""
         spec = self.spec
         env_seed = self._make_model() if spec.resume is None else self._load_model()
-        eval_episodes = min(max(spec.eval_episodes, spec.final_eval_episodes), 16)
-        params = spec.hyperparams
-        self.eval_env = common.make_env(
-            spec.gym_id,
-            eval_episodes,
-            env_seed + 10_000,
-            params.get("env_kwargs"),
-            params.get("normalize", False),
-            training=False,
+        self.eval_env = spec.make_env(
+            min(max(spec.eval_episodes, spec.final_eval_episodes), 16), env_seed + 10_000, False
         )
         spec.save_dir.mkdir(parents=True, exist_ok=True)
         # The logger is made here rather than in learn(), so that config.yml can name its TensorBoard folder from
@@ -155,46 +148,29 @@ class Experiment:
         """A new model on a new env; returns the env seed."""
         spec = self.spec
         params = spec.hyperparams
-        self.venv = common.make_env(
-            spec.gym_id, params["n_envs"], spec.seed, params.get("env_kwargs"), params.get("normalize", False)
-        )
+        self.venv = spec.make_env(params["n_envs"], spec.seed)
         policy_alias, policy_class = common.select_policy(
             spec.policy, self.venv.observation_space, self.venv.action_space
         )
         algo_class = common.load_algorithm(spec.algo)
         try:
             self.model = algo_class(
-                policy_class,
-                self.venv,
-                policy_kwargs=spec.policy_kwargs(),
-                seed=spec.seed,
-                device=spec.device,
-                verbose=spec.verbose,
-                **spec.algorithm_kwargs(),
-            )
+                policy_class, self.venv, policy_kwargs=spec.policy_kwargs(), seed=spec.seed, device=spec.device,
+                verbose=spec.verbose, **spec.algorithm_kwargs(),
+            )  # fmt: skip
         except (ValueError, TypeError, AssertionError, RuntimeError) as error:
             raise CLIError(
                 f"cannot build {algo_class.__name__} with {policy_class.__name__} on this env: {error}"
             ) from None
         self.config = {
-            "algorithm": spec.algo,
-            "algorithm_class": f"{algo_class.__module__}.{algo_class.__name__}",
-            "env_id": spec.env_id,
-            "policy": spec.policy,
-            "policy_alias": policy_alias,
-            "policy_class": f"{policy_class.__module__}.{policy_class.__name__}",
-            "seed": spec.seed,
-            "device": spec.device,
-            "threads": spec.threads,
-            "hyperparams": params,
-            "hyperparams_sources": spec.hyperparams_sources,
-            "eval_episodes": spec.eval_episodes,
-            "save_dir": str(spec.save_dir),
-            "tensorboard_log": spec.tensorboard_log,
-            "command": spec.command,
-            "started": _now(),
-            "versions": common.versions(),
-        }
+            "algorithm": spec.algo, "algorithm_class": f"{algo_class.__module__}.{algo_class.__name__}",
+            "env_id": spec.env_id, "policy": spec.policy, "policy_alias": policy_alias,
+            "policy_class": f"{policy_class.__module__}.{policy_class.__name__}", "seed": spec.seed,
+            "device": spec.device, "threads": spec.threads, "hyperparams": params,
+            "hyperparams_sources": spec.hyperparams_sources, "eval_episodes": spec.eval_episodes,
+            "save_dir": str(spec.save_dir), "tensorboard_log": spec.tensorboard_log, "command": spec.command,
+            "started": _now(), "versions": common.versions(),
+        }  # fmt: skip
         return spec.seed
 
     def _load_model(self) -> int:

@@ -36,6 +36,7 @@ import gymnasium as gym
 import torch as th
 import yaml
 from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecEnv
 
 from train import common
 from train.argtypes import MAX_SEED, CLIError, check_int, check_number, check_output_path
@@ -49,6 +50,11 @@ DEFAULT_ENVS = {"a2c": "fw_agents/Catch-N16-M3-v0", "ppo": "fw_agents/CartPoleNo
 DEFAULT_POLICY = "fast-weights"
 #: Episodes per periodic evaluation; a resumed run keeps its own, so that evaluations.npz stays one array.
 DEFAULT_EVAL_EPISODES = 20
+#: The run's own counts: (field, lowest, highest), checked as the command line's flag of the same name.
+RUN_COUNTS = [
+    ("total_timesteps", 1, None), ("threads", 1, None), ("eval_freq", 0, None), ("checkpoint_freq", 0, None),
+    ("eval_episodes", 1, None), ("final_eval_episodes", 0, None), ("log_interval", 1, None), ("verbose", 0, 2),
+]  # fmt: skip
 #: Keys of a run's config.yml that resuming it needs.
 RESUME_KEYS = ("algorithm", "env_id", "policy", "seed", "hyperparams")
 #: Arguments of the algorithms that the run sets from its own fields, never from hyperparameters.
@@ -380,6 +386,7 @@ class RunSpec:
         if self.hyperparams is None:
             self.hyperparams, source = default_hyperparams(self.algo, self.gym_id)
             self.hyperparams_sources = [source]
+        self.hyperparams_sources = list(self.hyperparams_sources or [])
         params = fold_memory_kwargs(
             canonical_source(_mapping("hyperparams", self.hyperparams), "hyperparams"), self.policy
         )
@@ -389,18 +396,10 @@ class RunSpec:
                 "the number of timesteps must be a positive integer: set hyperparams n_timesteps or --total-timesteps"
             )
         self.hyperparams = check_hyperparams(algo_class, params)
-        if self.total_timesteps is not None:
-            self.total_timesteps = check_int("--total-timesteps", self.total_timesteps)
         self.device = check_device(self.device)
-        self.threads = check_int("--threads", self.threads)
-        for name in ("eval_freq", "checkpoint_freq"):
+        for name, low, high in RUN_COUNTS:
             if getattr(self, name) is not None:
-                setattr(self, name, check_int(f"--{name.replace('_', '-')}", getattr(self, name), low=0))
-        self.eval_episodes = check_int("--eval-episodes", self.eval_episodes)
-        self.final_eval_episodes = check_int("--final-eval-episodes", self.final_eval_episodes, low=0)
-        if self.log_interval is not None:
-            self.log_interval = check_int("--log-interval", self.log_interval)
-        self.verbose = check_int("--verbose", self.verbose, low=0, high=2)
+                setattr(self, name, check_int(f"--{name.replace('_', '-')}", getattr(self, name), low, high))
         self._check_paths()
         check_env_and_policy(
             self.gym_id, self.hyperparams.get("env_kwargs") or {}, self.policy, self.hyperparams["policy_kwargs"]
@@ -420,6 +419,14 @@ class RunSpec:
     def n_timesteps(self) -> int:
         """Env steps this run trains for."""
         return self.total_timesteps or self.hyperparams["n_timesteps"]
+
+    def make_env(self, n_envs: int, seed: int, training: bool = True) -> VecEnv:
+        """``n_envs`` copies of the run's env from ``seed``, in ``VecNormalize`` if the run normalises (frozen,
+        raw rewards, unless ``training``)."""
+        params = self.hyperparams
+        return common.make_env(
+            self.gym_id, n_envs, seed, params.get("env_kwargs"), params.get("normalize"), training=training
+        )
 
     def algorithm_kwargs(self) -> dict[str, Any]:
         """The hyperparameters that go to the algorithm's constructor, schedules made (``lin_7e-4``)."""
@@ -459,10 +466,10 @@ class RunSpec:
         if hparams:
             params = merge(params, canonical_source(hparams, "--hparams"))
             sources.append("--hparams")
+        if total_timesteps is not None:  # named as the user gave it, before it becomes n_timesteps
+            check_int("--total-timesteps", total_timesteps)
         flags = {"n_envs": n_envs, "n_timesteps": total_timesteps}
         params.update({key: value for key, value in flags.items() if value is not None})
-        if total_timesteps is not None:
-            check_int("--total-timesteps", total_timesteps)
         flag_kwargs = {} if hidden_size is None else {"hidden_size": hidden_size}
         flag_kwargs.update(canonical_policy_kwargs(policy_kwargs or {}, "--policy-kwargs"))
         if flag_kwargs:
@@ -483,14 +490,11 @@ class RunSpec:
         if config_path is None:
             raise CLIError(f"no {common.CONFIG_NAME} next to {model_path}: only runs made by these CLIs can be resumed")
         config = common.load_yaml(config_path, "run config")
+        hyperparams = config.get("hyperparams") or {}
         missing = [key for key in RESUME_KEYS if key not in config]
-        missing += [
-            f"hyperparams.{key}" for key in ("n_envs", "n_timesteps") if key not in (config.get("hyperparams") or {})
-        ]
+        missing += [f"hyperparams.{key}" for key in ("n_envs", "n_timesteps") if key not in hyperparams]
         if missing:
-            raise CLIError(
-                f"{config_path} has no {missing[0]!r}: it is not a complete run config and cannot be resumed"
-            )
+            raise CLIError(f"{config_path} has no {missing[0]!r}: an incomplete run config cannot be resumed")
         if config["algorithm"] != algo:
             raise CLIError(
                 f"{model_path} was trained with {config['algorithm']!r}, not {algo!r}: "
@@ -500,17 +504,9 @@ class RunSpec:
         if options.pop("eval_episodes", None) not in (None, eval_episodes):
             raise CLIError(f"--eval-episodes cannot be changed when resuming (the run uses {eval_episodes})")
         return cls(
-            algo=algo,
-            env_id=config["env_id"],
-            policy=config["policy"],
-            seed=config["seed"],
-            hyperparams=config["hyperparams"],
-            hyperparams_sources=config.get("hyperparams_sources") or [],
-            total_timesteps=total_timesteps,
-            save_dir=config_path.parent,  # where the run is now, wherever it was made
-            tensorboard_log=config.get("tensorboard_log"),
-            eval_episodes=eval_episodes,
-            resume=model_path,
+            algo, config["env_id"], config["policy"], config["seed"], hyperparams, config.get("hyperparams_sources"),
+            total_timesteps, save_dir=config_path.parent,  # where the run is now, wherever it was made
+            tensorboard_log=config.get("tensorboard_log"), eval_episodes=eval_episodes, resume=model_path,
             run_config=config,
             **options,
-        )
+        )  # fmt: skip

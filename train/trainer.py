@@ -19,113 +19,39 @@ FIXED_ON_RESUME = ("env", "policy", "seed", "n_envs", "hidden_size", "hparams", 
 
 
 def build_parser(algo: str) -> argparse.ArgumentParser:
-    """The training CLI's arguments."""
+    """The training CLI's arguments: a flag per option of :class:`~train.spec.RunSpec` a user sets."""
     parser = common.ArgumentParser(
         prog=f"python -m train.{algo}",
         description=f"Train a recurrent agent with {algo.upper()} (fast weights, LSTM, GRU or memoryless).",
     )
-    parser.add_argument(
-        "--policy",
-        choices=list(common.POLICY_MEMORY),
-        default=None,
-        help=f"memory of the agent (default: {spec.DEFAULT_POLICY}); mlp is the memoryless baseline",
+    add = parser.add_argument
+    add("--policy", choices=list(common.POLICY_MEMORY), help="memory (default: fast-weights); mlp: memoryless baseline")
+    add("--env", metavar="ID", help=f"registered id, 'module:Id' to import first (default: {spec.DEFAULT_ENVS[algo]})")
+    add("--n-envs", type=int, metavar="N", help="parallel envs (default: from hyperparams.yml)")
+    add("--total-timesteps", type=int, metavar="N", help="env steps (default: n_timesteps; with --resume: to add)")
+    add("--seed", type=int, metavar="N", help="random seed (default: 0)")
+    add("--device", default="cpu", help="torch device (default: cpu)")
+    add("--hidden-size", type=int, metavar="N", help="memory units H (policy_kwargs.hidden_size)")
+    add("--hparams", nargs="+", metavar="KEY=VALUE", help="e.g. learning_rate=lin_7e-4 n_steps=16 normalize=true")
+    add(
+        "--config", metavar="FILE.yml", help="hyperparameters: a flat mapping, {env id: mapping}, or a run's config.yml"
     )
-    parser.add_argument(
-        "--env",
-        default=None,
-        metavar="ID",
-        help=f"any registered Gymnasium id, 'module:Id' to import first (default: {spec.DEFAULT_ENVS[algo]})",
-    )
-    parser.add_argument(
-        "--n-envs", type=int, metavar="N", default=None, help="parallel envs (default: from hyperparams.yml)"
-    )
-    parser.add_argument(
-        "--total-timesteps",
-        type=int,
-        metavar="N",
-        default=None,
-        help="env steps to train (default: n_timesteps from hyperparams.yml; with --resume: "
-        "steps to add, default the run's n_timesteps)",
-    )
-    parser.add_argument("--seed", type=int, metavar="N", default=None, help="random seed (default: 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument(
-        "--hidden-size", type=int, metavar="N", default=None, help="memory units H (policy_kwargs.hidden_size)"
-    )
-    parser.add_argument(
-        "--hparams",
-        nargs="+",
-        metavar="KEY=VALUE",
-        help="hyperparameter overrides, e.g. learning_rate=lin_7e-4 n_steps=16 normalize=true",
-    )
-    parser.add_argument(
-        "--config",
-        metavar="FILE.yml",
-        help="hyperparameters from YAML: a flat mapping, {env id: mapping}, or a run's config.yml",
-    )
-    parser.add_argument(
+    add(
         "--policy-kwargs",
         nargs="+",
         metavar="KEY=VALUE",
-        help="policy keyword overrides, e.g. decay_rate=0.9 net_arch=[64] activation_fn=nn.ReLU",
+        help="e.g. decay_rate=0.9 net_arch=[64] activation_fn=nn.ReLU",
     )
-    parser.add_argument(
-        "--tensorboard-log", default="runs", metavar="DIR", help="TensorBoard root, 'none' to disable (default: runs)"
-    )
-    parser.add_argument(
-        "--save-dir",
-        default=None,
-        metavar="DIR",
-        help="run folder (default: runs/<algo>-<env>-<policy>-s<seed>); must be new or empty",
-    )
-    parser.add_argument(
-        "--resume",
-        default=None,
-        metavar="PATH",
-        help="continue a run (its folder, model.zip, or a checkpoint), counting on from its steps",
-    )
-    parser.add_argument(
-        "--eval-freq",
-        type=int,
-        metavar="N",
-        default=None,
-        help="env steps between evaluations (default: 1/10 of the run; 0: none)",
-    )
-    parser.add_argument(
-        "--eval-episodes",
-        type=int,
-        metavar="N",
-        default=None,
-        help=f"episodes per periodic evaluation (default: {spec.DEFAULT_EVAL_EPISODES}; a resumed run keeps its own)",
-    )
-    parser.add_argument(
-        "--final-eval-episodes",
-        type=int,
-        metavar="N",
-        default=100,
-        help="episodes of the final evaluation in the summary (default: 100; 0: none)",
-    )
-    parser.add_argument(
-        "--checkpoint-freq",
-        type=int,
-        metavar="N",
-        default=None,
-        help="env steps between checkpoints (default: 1/5 of the run; 0: none)",
-    )
-    parser.add_argument(
-        "--log-interval",
-        type=int,
-        default=None,
-        metavar="N",
-        help="rollouts between log dumps (default: about 100 dumps per run)",
-    )
-    parser.add_argument(
-        "--progress-bar",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="tqdm/rich progress bar (default: on when stderr is a terminal)",
-    )
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="SB3 verbosity (default: 1)")
+    add("--tensorboard-log", default="runs", metavar="DIR", help="TensorBoard root, 'none' to disable (default: runs)")
+    add("--save-dir", metavar="DIR", help="run folder, new or empty (default: runs/<algo>-<env>-<policy>-s<seed>)")
+    add("--resume", metavar="PATH", help="continue a run (its folder, model.zip, or a checkpoint)")
+    add("--eval-freq", type=int, metavar="N", help="env steps between evaluations (default: 1/10 of the run; 0: none)")
+    add("--eval-episodes", type=int, metavar="N", help="episodes per periodic evaluation (default: 20)")
+    add("--final-eval-episodes", type=int, default=100, metavar="N", help="of the final evaluation (default: 100)")
+    add("--checkpoint-freq", type=int, metavar="N", help="env steps between checkpoints (default: 1/5 of the run)")
+    add("--log-interval", type=int, metavar="N", help="rollouts between log dumps (default: ~100 dumps per run)")
+    add("--progress-bar", action=argparse.BooleanOptionalAction, help="(default: on when stderr is a terminal)")
+    add("--verbose", type=int, choices=(0, 1, 2), default=1, help="SB3 verbosity (default: 1)")
     common.add_threads_argument(parser)
     return parser
 
