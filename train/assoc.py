@@ -34,7 +34,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, MemoryCore
-from train.argtypes import OneLineArgumentParser, check_json_path, float_in, int_at_least, positive_float, positive_int
+from train.argtypes import (
+    CLIError,
+    OneLineArgumentParser,
+    check_json_path,
+    float_in,
+    int_at_least,
+    positive_float,
+    positive_int,
+    seed_int,
+)
+from train.common import run_cli
 
 N_LETTERS = 26
 N_DIGITS = 10
@@ -269,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fast-learning-rate",
-        type=float_in(0.0, math.inf, high_open=True),
+        type=float_in(0.0),
         default=defaults.fast_learning_rate,
         help="η (default: 0.5; 0 = the ablation 'no fast weights')",
     )
@@ -289,19 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate (default: 1e-3)")
     parser.add_argument("--max-grad-norm", type=positive_float, default=defaults.max_grad_norm)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="initialisation and shuffling")
-    parser.add_argument("--data-seed", type=int, default=defaults.data_seed, help="the data sets")
+    parser.add_argument("--seed", type=seed_int, default=defaults.seed, help="initialisation and shuffling")
+    parser.add_argument("--data-seed", type=seed_int, default=defaults.data_seed, help="the data sets")
     parser.add_argument("--threads", type=positive_int, default=defaults.threads, help="torch threads (default: 1)")
     parser.add_argument("--json", metavar="OUT", type=Path, help="write the results to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_assoc(args: argparse.Namespace) -> int:
+    """Train and report one configuration (``--json``: also write every number)."""
     if error := check_json_path(args.json):
-        parser.error(error)
+        raise CLIError(error)
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if config.model != "fast-weights" and (config.fast_learning_rate != 0.5 or config.decay_rate != 0.95):
@@ -315,6 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    return run_cli(build_parser(), run_assoc, argv)
 
 
 if __name__ == "__main__":
