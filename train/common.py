@@ -38,7 +38,7 @@ MODEL_NAME = "model.zip"
 BEST_MODEL_NAME = "best_model.zip"
 
 #: Algorithms by CLI name, as ``module:Class`` (imported on use).
-ALGORITHMS: dict[str, str] = {"a2c": "fw_agents.a2c:RecurrentA2C", "ppo": "sb3_contrib:RecurrentPPO"}
+ALGORITHMS: dict[str, str] = {"a2c": "fw_agents.a2c:RecurrentA2C", "ppo": "fw_agents.ppo:RecurrentPPO"}
 
 #: ``--policy`` choice -> the part of the policy alias that names the memory. ``mlp`` is fw-agents' NoMemory
 #: policy (same layout as the recurrent ones, a tanh layer in place of the memory), so that a comparison

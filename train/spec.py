@@ -140,6 +140,7 @@ HYPERPARAMETER_CHECKS: dict[str, Check] = {
     "clip_range": _positive_or_schedule,
     "clip_range_vf": _optional(_positive_or_schedule),
     "target_kl": _optional(_positive),
+    "sequence_length": _optional(check_int),
     "sde_sample_freq": partial(check_int, low=-1),
     "normalize": _normalize,
 }
@@ -148,8 +149,17 @@ RUN_KEYS = ("n_envs", "n_timesteps", "normalize", "env_kwargs", "policy_kwargs",
 
 
 def algorithm_arguments(algo_class: type) -> set[str]:
-    """The constructor arguments of ``algo_class`` that hyperparameters may set."""
-    taken = set(inspect.signature(algo_class.__init__).parameters)
+    """The constructor arguments of ``algo_class`` that hyperparameters may set (a subclass that passes
+    ``*args, **kwargs`` on takes its own arguments and its base class's)."""
+    taken: set[str] = set()
+    for cls in algo_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters
+        kinds = {parameter.kind for parameter in parameters.values()}
+        taken |= {name for name, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if inspect.Parameter.VAR_KEYWORD not in kinds:
+            break
     return taken - {"self", "policy", "env", "policy_kwargs", "_init_setup_model", *SET_BY_THE_RUN}
 
 
