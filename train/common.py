@@ -32,6 +32,7 @@ from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from fw_agents.registry import get_memory
 from train.argtypes import OneLineArgumentParser
 
 HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
@@ -41,11 +42,6 @@ BEST_MODEL_NAME = "best_model.zip"
 
 #: Algorithms by CLI name, as ``module:Class`` (imported on use).
 ALGORITHMS: dict[str, str] = {"a2c": "fw_agents.a2c:RecurrentA2C", "ppo": "sb3_contrib:RecurrentPPO"}
-
-#: ``--policy`` choice -> the part of the policy alias that names the memory. ``mlp`` is fw-agents' NoMemory
-#: policy (same layout as the recurrent ones, a tanh layer in place of the memory), so that a comparison
-#: changes only the memory.
-POLICY_MEMORY: dict[str, str] = {"fast-weights": "FastWeights", "lstm": "Lstm", "gru": "Gru", "mlp": "NoMemory"}
 
 #: Hyperparameter keys the CLI handles itself; every other key goes to the algorithm's constructor.
 CLI_KEYS = ("n_envs", "n_timesteps", "normalize", "env_kwargs", "policy_kwargs", "memory_kwargs")
@@ -318,39 +314,28 @@ def _policy_kind(observation_space: spaces.Space) -> str:
 
 
 def select_policy(choice: str, observation_space: spaces.Space, action_space: spaces.Space) -> tuple[str, type]:
-    """``--policy`` choice and the env's spaces -> (alias, policy class), e.g. ``("MlpFastWeightsPolicy", …)``."""
-    from sb3_contrib.ppo_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
-
-    from fw_agents.policies import POLICY_ALIASES
-
+    """``--policy`` choice (a registered memory, :mod:`fw_agents.registry`) and the env's spaces -> (alias, policy
+    class), e.g. ``("MlpFastWeightsPolicy", …)``."""
     if not isinstance(action_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         raise CLIError(
             f"action space {action_space} is not supported: the policies take Box, Discrete, "
             "MultiDiscrete or MultiBinary actions"
         )
-    alias = f"{_policy_kind(observation_space)}{POLICY_MEMORY[choice]}Policy"
-    lstm = {
-        "MlpLstmPolicy": MlpLstmPolicy,
-        "CnnLstmPolicy": CnnLstmPolicy,
-        "MultiInputLstmPolicy": MultiInputLstmPolicy,
-    }
-    return alias, {**POLICY_ALIASES, **lstm}[alias]
+    memory, kind = get_memory(choice), _policy_kind(observation_space)
+    return memory.alias(kind), memory.policy(kind)
 
 
 def policy_kwargs_for(choice: str, params: dict[str, Any]) -> dict[str, Any]:
     """The policy kwargs for ``--policy choice``: ``policy_kwargs`` plus ``memory_kwargs[choice]``, in the names
     the policy takes (fw-agents' for ours; sb3-contrib's for ``lstm``, by the same table, see
-    :func:`fw_agents.policies.sb3_contrib_policy_kwargs`), and class names imported."""
-    from fw_agents.policies import sb3_contrib_policy_kwargs
+    :func:`fw_agents.policies.policy_kwargs_for_class`), and class names imported."""
+    from fw_agents.policies import policy_kwargs_for_class
 
     kwargs = merge(params.get("policy_kwargs") or {}, (params.get("memory_kwargs") or {}).get(choice) or {})
-    if choice == "lstm":
-        try:
-            kwargs = sb3_contrib_policy_kwargs(kwargs)
-        except ValueError as error:
-            raise CLIError(f"policy_kwargs: {error}") from None
-    else:
-        kwargs = canonical_policy_kwargs(kwargs, "policy_kwargs")
+    try:  # every kind of a memory's policy takes the same names
+        kwargs = policy_kwargs_for_class(get_memory(choice).policy("Mlp"), kwargs)
+    except ValueError as error:
+        raise CLIError(f"policy_kwargs: {error}") from None
     return resolve_objects(kwargs)
 
 

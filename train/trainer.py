@@ -27,6 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback,
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback, SaveVecNormalizeCallback
+from fw_agents.registry import memory_names
 from train import common
 from train.common import CLIError
 
@@ -50,7 +51,7 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--policy",
-        choices=list(common.POLICY_MEMORY),
+        choices=memory_names(),
         default=None,
         help=f"memory of the agent (default: {DEFAULT_POLICY}); mlp is the memoryless baseline",
     )
