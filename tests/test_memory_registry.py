@@ -29,7 +29,7 @@ from fw_agents.registry import (
     registered_memory,
     unregister_memory,
 )
-from train import a2c
+from train import a2c, bench
 
 BUILT_INS = ["fast-weights", "lstm", "gru", "mlp"]
 
@@ -139,6 +139,14 @@ def test_a_registered_core_trains_through_train_a2c(leaky: None, tmp_path: Path,
     assert type(model.policy) is get_memory("leaky").policy("Mlp")
     cores = model.policy.memory_cores()
     assert cores and all(isinstance(core, LeakyCore) and core.decay == 0.9 for core in cores)
+
+
+def test_a_registered_core_is_benchmarked(leaky: None, tmp_path: Path) -> None:
+    out = tmp_path / "core.json"
+    assert bench.main(["core", "--quick", "--memories", "leaky", "--json", str(out)]) == 0
+    payload = yaml.safe_load(out.read_text())  # JSON is YAML
+    assert [row["model"] for row in payload["rows"]][-1] == "leaky"
+    assert [row["model"] for row in payload["step_rows"]][-1] == "leaky"
 
 
 def test_an_unregistered_memory_is_no_choice(tmp_path: Path, capsys) -> None:
