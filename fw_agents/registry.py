@@ -28,6 +28,7 @@ which makes ``MyCoreActorCriticPolicy``, ``MyCoreActorCriticCnnPolicy`` and ``My
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from collections.abc import Iterator, Mapping
@@ -221,7 +222,7 @@ def register_memory(
     entry = MemoryEntry(name, core_class, alias_name, MappingProxyType(dict(policies)), bool(made), attributes)
     if made:
         taken = sorted(set(entry.aliases) & set(_aliases))
-        target = sys.modules[module]
+        target = importlib.import_module(module)  # already imported (in sys.modules) when registering from it
         taken += [attribute for attribute in entry._module_attributes if hasattr(target, attribute)]
         if taken:
             raise ValueError(f"memory {name!r}: {taken} already exist; choose another policy_name or alias_name")
