@@ -26,7 +26,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from fw_agents.memory.base import check_positive_int
-from fw_agents.policies import POLICY_ALIASES
+from fw_agents.registry import POLICY_ALIASES
 
 
 class _TruncatedSequencesMixin:

@@ -31,6 +31,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from fw_agents.registry import get_memory
 from train.argtypes import CLIError, OneLineArgumentParser, check_int
 
 CONFIG_NAME = "config.yml"
@@ -40,10 +41,6 @@ BEST_MODEL_NAME = "best_model.zip"
 #: Algorithms by CLI name, as ``module:Class`` (imported on use).
 ALGORITHMS: dict[str, str] = {"a2c": "fw_agents.a2c:RecurrentA2C", "ppo": "fw_agents.ppo:RecurrentPPO"}
 
-#: ``--policy`` choice -> the part of the policy alias that names the memory. ``mlp`` is fw-agents' NoMemory
-#: policy (same layout as the recurrent ones, a tanh layer in place of the memory), so that a comparison
-#: changes only the memory.
-POLICY_MEMORY: dict[str, str] = {"fast-weights": "FastWeights", "lstm": "Lstm", "gru": "Gru", "mlp": "NoMemory"}
 
 # ----------------------------------------------------------------------------------------------- CLI plumbing
 #: argparse whose usage errors are one line (``prog: error: …``), like every other error of the CLIs.
@@ -193,23 +190,15 @@ def _policy_kind(observation_space: spaces.Space) -> str:
 
 
 def select_policy(choice: str, observation_space: spaces.Space, action_space: spaces.Space) -> tuple[str, type]:
-    """``--policy`` choice and the env's spaces -> (alias, policy class), e.g. ``("MlpFastWeightsPolicy", …)``."""
-    from sb3_contrib.ppo_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
-
-    from fw_agents.policies import POLICY_ALIASES
-
+    """``--policy`` choice (a registered memory, :mod:`fw_agents.registry`) and the env's spaces -> (alias, policy
+    class), e.g. ``("MlpFastWeightsPolicy", …)``."""
     if not isinstance(action_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         raise CLIError(
             f"action space {action_space} is not supported: the policies take Box, Discrete, "
             "MultiDiscrete or MultiBinary actions"
         )
-    alias = f"{_policy_kind(observation_space)}{POLICY_MEMORY[choice]}Policy"
-    lstm = {
-        "MlpLstmPolicy": MlpLstmPolicy,
-        "CnnLstmPolicy": CnnLstmPolicy,
-        "MultiInputLstmPolicy": MultiInputLstmPolicy,
-    }
-    return alias, {**POLICY_ALIASES, **lstm}[alias]
+    memory, kind = get_memory(choice), _policy_kind(observation_space)
+    return memory.alias(kind), memory.policy(kind)
 
 
 def load_algorithm(algo: str) -> type[BaseAlgorithm]:

@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fw_agents.registry import memory_names
 from train import common
 from train import runs as runs_
 from train.argtypes import check_json_path, float_in, positive_int
@@ -253,9 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = subparsers.add_parser("run", help="train a grid of policies x seeds, a few processes at a time")
     run.add_argument("--env", required=True, metavar="ID", help="env id, as for train.a2c")
     run.add_argument("--algo", choices=sorted(common.ALGORITHMS), default="a2c", help="trainer (default: a2c)")
-    run.add_argument(
-        "--policies", nargs="+", choices=sorted(common.POLICY_MEMORY), default=["fast-weights", "lstm", "gru", "mlp"]
-    )
+    run.add_argument("--policies", nargs="+", choices=memory_names(), default=memory_names())
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="(default: 0 1 2)")
     run.add_argument("--out-dir", required=True, metavar="DIR", help="where the run folders and TensorBoard logs go")
     run.add_argument("--name", help="folder prefix of the runs, for a variant of one policy (default: the policy)")

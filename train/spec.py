@@ -38,6 +38,7 @@ import yaml
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
+from fw_agents.registry import get_memory, memory_names
 from train import common
 from train.argtypes import MAX_SEED, CLIError, check_int, check_number, check_output_path
 
@@ -262,11 +263,9 @@ def fold_memory_kwargs(params: dict[str, Any], policy: str) -> dict[str, Any]:
     that the run's config shows what the policy got."""
     params = dict(params)
     memory_kwargs = _mapping("memory_kwargs", params.pop("memory_kwargs", None))
-    unknown = sorted(set(memory_kwargs) - set(common.POLICY_MEMORY))
+    unknown = sorted(set(memory_kwargs) - set(memory_names()))
     if unknown:
-        raise CLIError(
-            f"memory_kwargs: unknown policy {unknown}; its keys are --policy choices {list(common.POLICY_MEMORY)}"
-        )
+        raise CLIError(f"memory_kwargs: unknown policy {unknown}; its keys are --policy choices {memory_names()}")
     for choice, kwargs in memory_kwargs.items():
         _mapping(f"memory_kwargs.{choice}", kwargs)
     params["policy_kwargs"] = merge(
@@ -290,13 +289,13 @@ def import_object(name: str) -> Any:
 
 
 def policy_kwargs_for(policy: str, policy_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``policy_kwargs`` in the names the ``--policy`` takes (ours; sb3-contrib's for ``lstm``, by the same table,
-    :func:`fw_agents.policies.sb3_contrib_policy_kwargs`), with ``activation_fn`` and ``*_class`` names imported."""
-    from fw_agents.policies import canonical_policy_kwargs as canonical
-    from fw_agents.policies import sb3_contrib_policy_kwargs
+    """``policy_kwargs`` in the names the ``--policy``'s classes take (ours; sb3-contrib's for its LSTM policies,
+    by the same table, :func:`fw_agents.policies.policy_kwargs_for_class`), with ``activation_fn`` and
+    ``*_class`` names imported."""
+    from fw_agents.policies import policy_kwargs_for_class
 
-    try:
-        kwargs = (sb3_contrib_policy_kwargs if policy == "lstm" else canonical)(policy_kwargs)
+    try:  # every kind (Mlp, Cnn, MultiInput) of a memory's policy takes the same names
+        kwargs = policy_kwargs_for_class(get_memory(policy).policy("Mlp"), policy_kwargs)
     except ValueError as error:
         raise CLIError(f"policy_kwargs: {error}") from None
     return {
@@ -390,8 +389,8 @@ class RunSpec:
         algo_class = common.load_algorithm(self.algo)
         self.env_id = self.env_id or DEFAULT_ENVS[self.algo]
         self.gym_id = common.resolve_env_id(self.env_id)
-        if self.policy not in common.POLICY_MEMORY:
-            raise CLIError(f"unknown policy {self.policy!r}; choices: {', '.join(common.POLICY_MEMORY)}")
+        if self.policy not in memory_names():
+            raise CLIError(f"unknown policy {self.policy!r}; choices: {', '.join(memory_names())}")
         self.seed = check_int("seed", self.seed, low=0, high=MAX_SEED)
         if self.hyperparams is None:
             self.hyperparams, source = default_hyperparams(self.algo, self.gym_id)

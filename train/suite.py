@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from fw_agents.registry import memory_names
 from train import common
 from train import runs as runs_
 from train.argtypes import positive_int
@@ -90,12 +91,13 @@ class Memory:
 
 #: The paper's cell (Ba et al. 2016): η = 0.5, λ = 0.95, S = 1, no gate, fixed rates.
 PAPER_FAST_WEIGHTS = ("decay_rate=0.95", "fast_learning_rate=0.5", "gated=false", "learn_rates=false")
-MEMORIES: tuple[Memory, ...] = (
-    Memory("fast-weights", "fast-weights"),
-    Memory("fast-weights-paper", "fast-weights", PAPER_FAST_WEIGHTS),
-    Memory("lstm", "lstm"),
-    Memory("gru", "gru"),
-    Memory("mlp", "mlp"),
+#: Variants run beside a memory at its defaults.
+VARIANTS: dict[str, tuple[Memory, ...]] = {
+    "fast-weights": (Memory("fast-weights-paper", "fast-weights", PAPER_FAST_WEIGHTS),),
+}
+#: Every registered memory (:mod:`fw_agents.registry`) at its defaults, each followed by its variants.
+MEMORIES: tuple[Memory, ...] = tuple(
+    memory for name in memory_names() for memory in (Memory(name, name), *VARIANTS.get(name, ()))
 )
 MEMORIES_BY_NAME = {memory.name: memory for memory in MEMORIES}
 PROFILES = {"quick": (0,), "full": (0, 1, 2)}  # profile -> seeds

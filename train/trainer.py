@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from fw_agents.registry import memory_names
 from train import common, spec
 from train.argtypes import CLIError
 from train.experiment import Experiment
@@ -25,7 +26,7 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
         description=f"Train a recurrent agent with {algo.upper()} (fast weights, LSTM, GRU or memoryless).",
     )
     add = parser.add_argument
-    add("--policy", choices=list(common.POLICY_MEMORY), help="memory (default: fast-weights); mlp: memoryless baseline")
+    add("--policy", choices=memory_names(), help="memory (default: fast-weights); mlp: memoryless baseline")
     add("--env", metavar="ID", help=f"registered id, 'module:Id' to import first (default: {spec.DEFAULT_ENVS[algo]})")
     add("--n-envs", type=int, metavar="N", help="parallel envs (default: from hyperparams.yml)")
     add("--total-timesteps", type=int, metavar="N", help="env steps (default: n_timesteps; with --resume: to add)")

@@ -12,7 +12,6 @@ import pytest
 import torch as th
 
 from train.assoc import (
-    MODELS,
     N_DIGITS,
     N_LETTERS,
     QUERY_MARK,
@@ -22,6 +21,7 @@ from train.assoc import (
     decode,
     generate,
     main,
+    models,
     train,
 )
 
@@ -60,7 +60,7 @@ def test_decode_matches_the_papers_example() -> None:
     assert all(len(decode(t)) == 11 and decode(t)[8:10] == "??" for t in tokens)
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", models())
 def test_classifier_shapes_and_gradients(model: str) -> None:
     net = RetrievalClassifier(build_core(model, 8), head_size=16)
     tokens, _ = generate(5, 3, np.random.default_rng(0))
