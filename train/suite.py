@@ -30,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from train import common
+from train import common, study
 from train import runs as runs_
 from train.argtypes import positive_int
 from train.common import CLIError
-from train.compare import GridRun, execute, train_command, unfinished
+from train.compare import train_command
+from train.study import GridRun
 
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
 SUITE_VERSION = 1
@@ -139,12 +140,12 @@ def grid(args: argparse.Namespace) -> list[GridRun]:
 
 def run_suite(args: argparse.Namespace) -> int:
     cells = grid(args)
-    todo = unfinished(cells)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"suite_version": SUITE_VERSION, "profile": args.profile}
     (out_dir / "suite-manifest.json").write_text(json.dumps(manifest) + "\n")
-    status = execute(cells, todo, args.jobs)
+    default_study = f"suite-v{SUITE_VERSION}-{args.profile}-{out_dir.resolve().name}"
+    status = study.run_grid(cells, out_dir, args, default_study)
     if status == 130:
         return status
     write_report(out_dir)
@@ -382,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", nargs="+", type=int, metavar="N", help="instead of the profile's (quick: 0; full: 0 1 2)"
     )
     run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
+    study.add_grid_arguments(run, default_study="suite-v<version>-<profile>-<name of OUT_DIR>")
     run.set_defaults(func=run_suite)
     report = subparsers.add_parser("report", help="score the finished runs: suite.json, suite.md and plots")
     report.add_argument("out_dir", metavar="DIR")
