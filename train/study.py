@@ -162,7 +162,8 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
 
 def load_study(storage: BaseStorage, name: str, direction: str = "maximize", **kwargs: object) -> optuna.Study:
     """The study ``name`` in ``storage``, created if it does not exist (by whichever worker comes first)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens; Optuna's repeat them
+    # Our own lines say what happens; Optuna's would repeat them, with a traceback for each failed trial.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         return optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True, **kwargs)
     except ValueError as error:  # e.g. an existing study with other directions

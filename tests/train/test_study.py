@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from train import compare, study
+from train import compare, runs, study
 
 CATCH = "fw_agents/Catch-N16-M3-v0"
 #: A run of a few seconds: evaluations at steps 60 and 120.
@@ -80,6 +80,7 @@ def test_a_killed_workers_cell_is_retried_and_the_grid_resumes(tmp_path: Path) -
     # Whatever the dead attempt left is kept under .retried, and the table does not read it.
     for kept in (tmp_path / study.RETRIED_DIR).glob("*"):
         assert kept.name.startswith("fast-weights-s0.before-trial")
+    assert sorted(run.name for run in runs.find_runs([tmp_path])) == ["fast-weights-s0", "fast-weights-s1"]
 
 
 def test_a_study_resumes_keeps_finished_cells_and_records_them(
