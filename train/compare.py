@@ -2,8 +2,12 @@
 
 ``run`` trains a grid of agents, one per policy and seed, each with ``python -m train.a2c`` (or ``train.ppo``) in
 its own process and run folder ``OUT_DIR/<name>-s<seed>`` (log in ``OUT_DIR/<name>-s<seed>.log``), ``--jobs`` at a
-time; options after ``--`` go to every run. Runs that already finished are kept and skipped, so an interrupted
-grid can be started again with the same command.
+time; options after ``--`` go to every run (except those the grid sets itself: ``--env``, ``--policy``,
+``--seed``, ``--save-dir``, ``--tensorboard-log``). The grid runs through an Optuna study (:mod:`train.study`;
+``--storage``, default ``OUT_DIR/optuna-journal.log``, and ``--study-name``): the same command started several
+times, or on several machines pointed at one storage, shares the runs, each trained once, and a run whose worker
+died is retried. Runs that already finished are kept and skipped, so an interrupted grid can be started again
+with the same command.
 
 ``table`` reads run folders and reports, per env and variant (policy, plus any setting that differs between its
 runs), each seed's environment steps and wall-clock seconds until the periodic evaluation's success rate

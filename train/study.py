@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -149,7 +150,9 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
     import sqlalchemy.exc
 
     try:
-        return RDBStorage(url, **rdb_kwargs)
+        with warnings.catch_warnings():  # Optuna marks its heartbeat's arguments experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, **rdb_kwargs)
     except ImportError as error:  # the database's driver
         raise CLIError(
             f"--storage {url}: its database driver is not installed ({error}); PostgreSQL needs psycopg2 "

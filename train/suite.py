@@ -4,8 +4,9 @@
     python -m train.suite report runs/suite-quick
 
 ``run`` trains each memory of :data:`MEMORIES` on each task of :data:`TASKS` × seeds, one ``python -m train.a2c``
-(or ``train.ppo``) process per cell, ``--jobs`` at a time, in ``OUT_DIR/<task>/<memory>-s<seed>``; finished cells
-are kept, so the same command resumes an interrupted suite (as ``train.compare run`` does). Then it writes the
+(or ``train.ppo``) process per cell, ``--jobs`` at a time, in ``OUT_DIR/<task>/<memory>-s<seed>``, through an
+Optuna study as ``train.compare run`` does (``--storage``, ``--study-name``: several workers share the cells);
+finished cells are kept, so the same command resumes an interrupted suite. Then it writes the
 report. Every memory of a task shares the task's algorithm, budget and hyperparameters (its ``train/hyperparams.yml``
 entry, which has no per-memory options): no memory is tuned more than another.
 

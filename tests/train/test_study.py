@@ -104,6 +104,16 @@ def test_a_study_resumes_keeps_finished_cells_and_records_them(
     assert "other settings" in capsys.readouterr().err
 
 
+def test_a_grid_on_a_database_storage(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    argv = ["run", "--env", CATCH, "--policies", "mlp", "--seeds", "0", "--out-dir", str(tmp_path), "--storage", url,
+            "--study-name", "db", "--", *TINY]  # fmt: skip
+    assert compare.main(argv) == 0
+    (trial,) = optuna.load_study(study_name="db", storage=url).trials
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs[study.CELL] == "mlp-s0"
+    assert not (tmp_path / study.DEFAULT_STORAGE_NAME).exists()  # the database holds the study
+
+
 def test_of_two_claims_on_one_cell_the_lower_trial_holds_it(tmp_path: Path) -> None:
     storage = study.open_storage(None, tmp_path / study.DEFAULT_STORAGE_NAME)
     grid = [study.GridRun(tmp_path / "a-s0", [sys.executable, "-m", "train.a2c", "--seed", "0"])]
