@@ -481,6 +481,7 @@ class GridWorker:
         """Work until every cell is done; exit status 0 if all finished, 1 if some failed, 130 on Ctrl-C (after
         the runs going have saved)."""
         done = self.keep_finished(self.trials_by_cell())
+        waiting = False  # said so once
         try:
             while True:
                 self.reap()
@@ -491,10 +492,17 @@ class GridWorker:
                 free = [cell for cell in self.cells if cell not in done and holders[cell] is None]
                 for cell in free[: self.jobs - len(self.active)]:
                     self.start(cell)
-                if not self.active and all(
-                    cell in done or (h is not None and h.state != TrialState.RUNNING) for cell, h in holders.items()
-                ):
-                    break
+                elsewhere = [c for c, h in holders.items() if h is not None and h.state == TrialState.RUNNING]
+                if not self.active and all(cell in done or holders[cell] is not None for cell in self.cells):
+                    if not elsewhere:
+                        break
+                    if not waiting:
+                        print(
+                            f"waiting for {len(elsewhere)} run(s) of other workers ({', '.join(elsewhere)}); each is "
+                            f"retried here if its heartbeat stops for {self.grace_period:g} s",
+                            flush=True,
+                        )
+                    waiting = True
                 time.sleep(POLL_INTERVAL)
         except KeyboardInterrupt:
             # Ctrl-C reached the runs too (same process group): each saves its model; wait for them to finish.
