@@ -40,6 +40,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from fw_agents.registry import memory_names
 from train import common, study
 from train.argtypes import CLIError, positive_int
 from train.compare import check_train_args, train_command
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = common.ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0])
     parser.add_argument("--algo", choices=sorted(common.ALGORITHMS), default="a2c", help="trainer (default: a2c)")
     parser.add_argument("--env", required=True, metavar="ID", help="env id, as for train.a2c")
-    parser.add_argument("--policy", choices=sorted(common.POLICY_MEMORY), default="fast-weights")
+    parser.add_argument("--policy", choices=memory_names(), default="fast-weights")
     parser.add_argument(
         "--n-trials",
         type=positive_int,

@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from fw_agents.registry import memory_names
 from train import a2c, common, tune
 
 CATCH = "fw_agents/Catch-N16-M3-v0"
@@ -80,7 +81,7 @@ def test_a_pruned_trial_is_reported_as_its_evaluations_appear_and_its_process_st
 
 
 def test_every_memory_has_a_search_space_and_fast_weights_searches_its_rates() -> None:
-    for policy in common.POLICY_MEMORY:
+    for policy in memory_names():
         trial = optuna.create_study().ask()
         kwargs = tune.MEMORY_SAMPLERS.get(policy, tune.sample_hidden_size)(trial)
         assert kwargs["hidden_size"] in (32, 64, 128, 256)
