@@ -383,7 +383,8 @@ class RecurrentA2C(OnPolicyAlgorithm):
                 f"RecurrentA2C: the loss is {loss.item()} (policy {policy_loss.item()}, value {value_loss.item()}, "
                 f"entropy {entropy_loss.item()}) although the rollout's observations and rewards are finite; no "
                 "parameter was updated. Check the policy's outputs and the learning rate, or wrap the env in "
-                "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find where it starts."
+                "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find where it starts.",
+                diverged=True,
             )
         self.policy.optimizer.zero_grad()
         loss.backward()

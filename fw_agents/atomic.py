@@ -80,7 +80,7 @@ def save_model(model: BaseAlgorithm, path: str | os.PathLike) -> None:
     """``model.save(path)``, atomically; a :class:`NonFiniteError` (nothing written) if a parameter is not finite."""
     name = first_non_finite_parameter(model.policy)
     if name is not None:
-        raise NonFiniteError(f"not saving {path}: the policy's parameter {name!r} is not finite")
+        raise NonFiniteError(f"not saving {path}: the policy's parameter {name!r} is not finite", diverged=True)
     with atomic_path(path) as temporary:
         model.save(temporary)
 

@@ -24,7 +24,15 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 
 class NonFiniteError(ValueError):
-    """A NaN or infinite value in training data, a loss or a model's parameters; the message names its source."""
+    """A NaN or infinite value in training data, a loss or a model's parameters; the message names its source.
+
+    :param diverged: True when the model itself produced it (a loss, a parameter, an action) from finite data:
+        the training diverged. False when the data came in non-finite (an env's observation or reward).
+    """
+
+    def __init__(self, message: str, diverged: bool = False) -> None:
+        super().__init__(message)
+        self.diverged = diverged
 
 
 #: ``VecCheckNan``'s names of what it checks -> the name of one value in a message. ``dones`` are booleans.
@@ -65,16 +73,17 @@ class CheckFiniteVecEnv(VecCheckNan):
         ``sync_envs_normalization`` walks both wrapper stacks side by side.
     :param name: what the env is called in messages (``"env"``, ``"evaluation env"``).
     :param start_timestep: the timestep count before the first step (a resumed model's ``num_timesteps``), so
-        that messages count steps as the model does.
+        that messages count steps as the model does; None: no count (an evaluation env).
     """
 
-    def __init__(self, venv: VecEnv, name: str = "env", start_timestep: int = 0) -> None:
+    def __init__(self, venv: VecEnv, name: str = "env", start_timestep: int | None = 0) -> None:
         super().__init__(venv, raise_exception=True, warn_once=False, check_inf=True)
         self.name = name
         self.num_timesteps = start_timestep
 
     def step_wait(self) -> VecEnvStepReturn:
-        self.num_timesteps += self.num_envs  # as the algorithm counts it once the step returns
+        if self.num_timesteps is not None:
+            self.num_timesteps += self.num_envs  # as the algorithm counts it once the step returns
         return super().step_wait()
 
     def _check_val(self, event: str, **kwargs: Any) -> None:
@@ -82,19 +91,20 @@ class CheckFiniteVecEnv(VecCheckNan):
             for label, array in _named_arrays(name, value):
                 env = first_non_finite_env(array)
                 if env is not None:
-                    raise NonFiniteError(self._message(event, label, env, _kind(array[env])))
+                    message = self._message(event, label, env, _kind(array[env]))
+                    raise NonFiniteError(message, diverged=event == "step_async")
 
     def _message(self, event: str, label: str, env: int, kind: str) -> str:
+        at = "" if self.num_timesteps is None else f" at timestep {self.num_timesteps}"
         if event == "step_async":
             return (
-                f"the model gave a non-finite {label} ({kind}) to {self.name} {env} at timestep "
-                f"{self.num_timesteps}: the policy's outputs are not finite (training diverged); lower the "
-                "learning rate or max_grad_norm"
+                f"the model gave a non-finite {label} ({kind}) to {self.name} {env}{at}: the policy's outputs are "
+                "not finite; lower the learning rate or max_grad_norm"
             )
-        when = "at reset" if event == "reset" else "at timestep"
+        when = " at reset" if event == "reset" else at or " after a step"
         return (
-            f"a non-finite {label} ({kind}) from {self.name} {env} {when} {self.num_timesteps}; it was stopped "
-            f"before reaching the model. Fix the environment (or the scaling of its {label}s)"
+            f"a non-finite {label} ({kind}) from {self.name} {env}{when}, stopped before it reached the model; "
+            f"fix the environment (or the scaling of its {label}s)"
         )
 
 
@@ -118,8 +128,9 @@ class FiniteParametersCallback(BaseCallback):
         name = first_non_finite_parameter(self.model.policy)
         if name is not None:
             raise NonFiniteError(
-                f"training diverged: the update before timestep {self.num_timesteps} made the policy's parameter "
-                f"{name!r} non-finite. Lower the learning rate or max_grad_norm, or keep layer_norm on"
+                f"the update before timestep {self.num_timesteps} made the policy's parameter {name!r} non-finite; "
+                "lower the learning rate or max_grad_norm, or keep layer_norm on",
+                diverged=True,
             )
 
     def _on_step(self) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from train import common
+from train import common, safety
 from train.common import CLIError
 
 #: Hyperparameters that do not make two runs different variants (the budget only).
@@ -39,7 +39,11 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
         found = (
             [path]
             if (path / common.CONFIG_NAME).is_file()
-            else sorted(config.parent for config in path.rglob(common.CONFIG_NAME))
+            else sorted(
+                config.parent
+                for config in path.rglob(common.CONFIG_NAME)
+                if not safety.is_archive(config.parent)  # a run's archived files are not a run of their own
+            )
         )
         if not found:
             raise CLIError(f"no runs ({common.CONFIG_NAME}) in {path}")

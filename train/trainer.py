@@ -20,14 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
-from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback, SaveVecNormalizeCallback
-from train import common
+from fw_agents.atomic import AtomicCheckpointCallback, AtomicEvalCallback
+from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback
+from fw_agents.nonfinite import CheckFiniteVecEnv, FiniteParametersCallback
+from train import common, safety
 from train.common import CLIError
 
 #: Default env per algorithm. A2C: the paper's partially observable Catch (N=16, M=3), which memory agents
@@ -150,6 +150,7 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
         help="tqdm/rich progress bar (default: on when stderr is a terminal)",
     )
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="SB3 verbosity (default: 1)")
+    safety.add_arguments(parser)
     common.add_threads_argument(parser)
     return parser
 
@@ -221,15 +222,16 @@ def _log_interval(args: argparse.Namespace, model: BaseAlgorithm, n_timesteps: i
 
 
 # ----------------------------------------------------------------------------------------------- resume
-def _resume_target(args: argparse.Namespace, algo: str) -> tuple[Path, dict[str, Any]]:
-    """``--resume PATH`` -> (model file, the run's config)."""
+def _resume_target(args: argparse.Namespace, algo: str) -> tuple[safety.ResumeTarget, dict[str, Any]]:
+    """``--resume PATH`` -> (model file to continue from and what to archive first, the run's config)."""
     explicit = [f"--{name.replace('_', '-')}" for name in FIXED_ON_RESUME if getattr(args, name) is not None]
     if explicit:
         raise CLIError(
             f"{', '.join(explicit)} cannot be changed when resuming: a resumed run keeps its settings "
             "(start a new run to change them)"
         )
-    model_path = common.locate_model(args.resume)
+    target = safety.resume_target(args.resume, args.archive_newer)  # the newest intact state, said on stdout
+    model_path = target.model_path
     config_path = common.find_run_config(model_path)
     if config_path is None:
         raise CLIError(f"no {common.CONFIG_NAME} next to {model_path}: only runs made by these CLIs can be resumed")
@@ -239,24 +241,7 @@ def _resume_target(args: argparse.Namespace, algo: str) -> tuple[Path, dict[str,
             f"{model_path} was trained with {config.get('algorithm')!r}, not {algo!r}: "
             f"resume it with python -m train.{config.get('algorithm')}"
         )
-    return model_path, config
-
-
-def _restore_evaluations(callback: EvalCallback, save_dir: Path, num_timesteps: int) -> None:
-    """Reload the earlier evaluations, so ``evaluations.npz`` keeps its history and ``best_model.zip`` is only
-    replaced by a better model than the run's best so far."""
-    path = save_dir / "evaluations.npz"
-    if not path.exists():
-        return
-    with np.load(path) as data:
-        keep = data["timesteps"] <= num_timesteps
-        callback.evaluations_timesteps = data["timesteps"][keep].tolist()
-        callback.evaluations_results = data["results"][keep].tolist()
-        callback.evaluations_length = data["ep_lengths"][keep].tolist()
-        if "successes" in data and len(data["successes"]) == len(keep):
-            callback.evaluations_successes = data["successes"][keep].tolist()
-    if callback.evaluations_results:
-        callback.best_mean_reward = max(float(np.mean(r)) for r in callback.evaluations_results)
+    return target, config
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -269,17 +254,19 @@ def _callbacks(
     log_interval: int,
     resumed_at: int | None,
 ) -> list[BaseCallback]:
-    """Checkpoints, evaluation with the best model kept, memory statistics, and the run's config."""
+    """Checkpoints, evaluation with the best model kept (every file written atomically), a stop on non-finite
+    parameters, memory statistics, and the run's config."""
     n_envs = config["hyperparams"]["n_envs"]
     callbacks: list[BaseCallback] = [
         RunConfigCallback(config, save_dir / common.CONFIG_NAME),
         MemoryStatsCallback(every_n_rollouts=log_interval),
+        FiniteParametersCallback(),
     ]
     checkpoint_freq = n_timesteps // 5 if args.checkpoint_freq is None else args.checkpoint_freq
     if checkpoint_freq > 0:
         # SB3 counts callback calls, one per vectorised step: n_envs env steps each.
         callbacks.append(
-            CheckpointCallback(
+            AtomicCheckpointCallback(
                 max(checkpoint_freq // n_envs, 1),
                 str(save_dir / "checkpoints"),
                 name_prefix="model",
@@ -289,25 +276,24 @@ def _callbacks(
         )
     eval_freq = n_timesteps // 10 if args.eval_freq is None else args.eval_freq
     if eval_freq > 0:
-        best_stats = common.vecnormalize_path(save_dir / common.BEST_MODEL_NAME)
-        evaluation = EvalCallback(
+        evaluation = AtomicEvalCallback(
             eval_env,
             n_eval_episodes=config["eval_episodes"],
             eval_freq=max(eval_freq // n_envs, 1),
             log_path=str(save_dir),
             best_model_save_path=str(save_dir),
             deterministic=True,
-            callback_on_new_best=SaveVecNormalizeCallback(best_stats),
             verbose=args.verbose,
         )
         if resumed_at is not None:
-            _restore_evaluations(evaluation, save_dir, resumed_at)
+            safety.restore_evaluations(evaluation, save_dir, resumed_at)
         callbacks.append(evaluation)
     return callbacks
 
 
 def _check_options(args: argparse.Namespace) -> None:
     common.check_device(args.device)
+    safety.check_options(args)
     for name in ("eval_freq", "checkpoint_freq"):
         value = getattr(args, name)
         if value is not None and value < 0:
@@ -360,6 +346,7 @@ class Run:
     save_dir: Path
     env_seed: int
     resumed_at: int | None = None  # steps of the model a resumed run starts from
+    archive: safety.Archive | None = None  # files to set aside when training starts
 
 
 def _new_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> Run:
@@ -371,10 +358,11 @@ def _new_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) ->
     seed = 0 if args.seed is None else args.seed
     params, sources = _hyperparams(args, algo, env_id, policy)
     save_dir = Path(args.save_dir or common.default_save_dir("runs", algo, env_spec, policy, seed))
-    common.check_save_dir_free(save_dir)
+    archive = safety.check_save_dir(save_dir)  # a run that stopped before its first save may be run again
     tensorboard_log = None if args.tensorboard_log.lower() == "none" else args.tensorboard_log
     venv = common.make_env(env_id, params["n_envs"], seed, params.get("env_kwargs"), params.get("normalize", False))
     policy_alias, policy_class = common.select_policy(policy, venv.observation_space, venv.action_space)
+    venv = CheckFiniteVecEnv(venv)  # a non-finite observation or reward stops training, naming env and step
     model = _build_model(algo_class, policy_class, venv, params, policy, args, seed, tensorboard_log)
     config = {
         "algorithm": algo,
@@ -395,12 +383,13 @@ def _new_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) ->
         "started": _now(),
         "versions": common.versions(),
     }
-    return Run(model, venv, env_id, config, save_dir, env_seed=seed)
+    return Run(model, venv, env_id, config, save_dir, env_seed=seed, archive=archive)
 
 
 def _resumed_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> Run:
     """Load the model to continue and its run's settings, and make its env (with its normalisation)."""
-    model_path, config = _resume_target(args, algo)
+    target, config = _resume_target(args, algo)
+    model_path = target.model_path
     save_dir = common.find_run_config(model_path).parent  # where the run is now, wherever it was made
     params = config["hyperparams"]
     env_id = common.resolve_env_id(config["env_id"])
@@ -420,6 +409,7 @@ def _resumed_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
     if stats is not None and not stats.exists():
         raise CLIError(f"the run normalises observations but {stats} is missing")
     venv = common.make_env(env_id, params["n_envs"], env_seed, params.get("env_kwargs"), normalize, stats_path=stats)
+    venv = CheckFiniteVecEnv(venv, start_timestep=resumed_at)
     try:
         model.set_env(venv)
     except (AssertionError, ValueError) as error:
@@ -431,7 +421,7 @@ def _resumed_run(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
     config.setdefault("resumed", []).append(
         {"from": str(model_path), "at_step": resumed_at, "command": _command(algo, argv), "started": _now()}
     )
-    return Run(model, venv, env_id, config, save_dir, env_seed, resumed_at)
+    return Run(model, venv, env_id, config, save_dir, env_seed, resumed_at, target.archive)
 
 
 def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None) -> int:
@@ -442,7 +432,7 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
     params = config["hyperparams"]
     n_timesteps = args.total_timesteps or params["n_timesteps"]
     eval_episodes = config["eval_episodes"]
-    save_dir.mkdir(parents=True, exist_ok=True)
+    safety.prepare_run_dir(save_dir, run.archive)
     eval_env = common.make_env(
         run.env_id,
         min(max(eval_episodes, args.final_eval_episodes), 16),
@@ -451,6 +441,7 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
         params.get("normalize", False),
         training=False,
     )
+    eval_env = CheckFiniteVecEnv(eval_env, "evaluation env", start_timestep=None)  # wrapped as the training env
     log_interval = _log_interval(args, model, n_timesteps)
     callbacks = _callbacks(args, config, save_dir, eval_env, n_timesteps, log_interval, run.resumed_at)
     progress_bar = sys.stderr.isatty() if args.progress_bar is None else args.progress_bar
@@ -462,32 +453,21 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
 
     start = time.perf_counter()
     try:
-        model.learn(
-            n_timesteps,
-            callback=callbacks,
-            log_interval=log_interval,
-            tb_log_name=save_dir.name,
-            reset_num_timesteps=run.resumed_at is None,
-            progress_bar=progress_bar,
-        )
-    except KeyboardInterrupt:
-        _save(model, save_dir)  # what there is, so that the run can be resumed
-        print(
-            f"interrupted at step {model.num_timesteps}; saved {save_dir / common.MODEL_NAME}; continue with "
-            f"python -m train.{algo} --resume {save_dir}",
-            file=sys.stderr,
-        )
-        return 130
-    except ValueError as error:
-        # torch.distributions rejects NaN logits: the weights diverged. A user's setting, not a bug of ours.
-        if "nan" not in str(error):
-            raise
-        raise CLIError(
-            f"training diverged at step {model.num_timesteps} (the policy's outputs became NaN); lower the "
-            f"learning rate or max_grad_norm, or keep layer_norm on. Checkpoints saved before are in {save_dir}"
-        ) from None
-    wall_time = time.perf_counter() - start
-    model_path = _save(model, save_dir)
+        with safety.sigterm_as_interrupt():  # a scheduler's SIGTERM saves like Ctrl-C
+            model.learn(
+                n_timesteps,
+                callback=callbacks,
+                log_interval=log_interval,
+                tb_log_name=save_dir.name,
+                reset_num_timesteps=run.resumed_at is None,
+                progress_bar=progress_bar,
+            )
+            wall_time = time.perf_counter() - start
+            model_path = safety.save_final(model, save_dir)  # refuses a non-finite model
+    except KeyboardInterrupt as interrupt:
+        return safety.save_interrupted(interrupt, model, save_dir, algo)
+    except ValueError as error:  # a non-finite value: one line naming it and the newest intact state
+        raise safety.stop_error(error, model, save_dir, algo) from None
 
     final = None
     if args.final_eval_episodes:
@@ -499,21 +479,11 @@ def run_training(args: argparse.Namespace, algo: str, argv: Sequence[str] | None
         "wall_time_s": round(wall_time, 1),
         "final_eval_deterministic": final.as_dict() if final else None,
     }
-    (save_dir / common.CONFIG_NAME).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    safety.write_config(save_dir / common.CONFIG_NAME, config)
     _print_summary(config, save_dir, model_path, wall_time, final)
     run.venv.close()
     eval_env.close()
     return 0
-
-
-def _save(model: BaseAlgorithm, save_dir: Path) -> Path:
-    """``model.zip``, and ``model_vecnormalize.pkl`` if the env is normalised."""
-    model_path = save_dir / common.MODEL_NAME
-    model.save(str(model_path))
-    vec_normalize = model.get_vec_normalize_env()
-    if vec_normalize is not None:
-        vec_normalize.save(str(common.vecnormalize_path(model_path)))
-    return model_path
 
 
 def _print_summary(
