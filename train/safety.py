@@ -133,6 +133,18 @@ def _normalizes(config: dict[str, Any]) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- archives
+def _timestamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``path.2``, ``path.3``, … whichever does not exist yet: nothing is ever renamed over."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}.{n}"), n + 1
+    return candidate
+
+
 def is_archive(folder: Path) -> bool:
     """Whether ``folder`` is a run's archive (``RUN/archive-<time>/``): not a run of its own."""
     return folder.name.startswith(ARCHIVE_PREFIX) and (folder.parent / common.CONFIG_NAME).is_file()
@@ -151,11 +163,7 @@ class Archive:
     evaluations_up_to: int | None = None  # then evaluations.npz keeps only the evaluations up to this step
 
     def apply(self) -> Path:
-        folder = self.run_dir / f"{ARCHIVE_PREFIX}{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        for n in range(2, 1000):
-            if not folder.exists():
-                break
-            folder = folder.with_name(f"{folder.name.rsplit('.', 1)[0]}.{n}")
+        folder = _unused(self.run_dir / f"{ARCHIVE_PREFIX}{_timestamp()}")
         # Copies first: a kill part-way leaves each file in the run folder, the archive, or both.
         for path in self.copy:
             destination = folder / path.relative_to(self.run_dir)
@@ -336,7 +344,7 @@ def read_evaluations(path: Path) -> dict[str, np.ndarray] | None:
         if missing:
             raise ValueError(f"no {', '.join(sorted(missing))}")
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
-        aside = path.with_name(f"{path.name}.damaged-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        aside = _unused(path.with_name(f"{path.name}.damaged-{_timestamp()}"))
         os.replace(path, aside)
         reason = " ".join(str(error).split()) or type(error).__name__
         print(
