@@ -411,9 +411,12 @@ def find_run_config(model_path: Path) -> Path | None:
 def load_model(
     algo_class: type[BaseAlgorithm], path: Path, env: VecEnv | None, device: str, **kwargs: Any
 ) -> BaseAlgorithm:
-    """``algo_class.load``; a missing, corrupt or mismatched file is a :class:`CLIError`."""
+    """``algo_class.load``; a missing, corrupt or mismatched file, or one with non-finite parameters (which
+    earlier versions could save after training diverged), is a :class:`CLIError`."""
+    from fw_agents.nonfinite import first_non_finite_parameter
+
     try:
-        return algo_class.load(str(path), env=env, device=device, **kwargs)
+        model = algo_class.load(str(path), env=env, device=device, **kwargs)
     except (
         OSError,
         EOFError,
@@ -428,6 +431,10 @@ def load_model(
     ) as error:
         message = " ".join(str(error).split()) or type(error).__name__
         raise CLIError(f"cannot load {algo_class.__name__} model {path}: {message}") from None
+    name = first_non_finite_parameter(model.policy)
+    if name is not None:
+        raise CLIError(f"{path} holds non-finite parameters ({name}): its training diverged; use an earlier checkpoint")
+    return model
 
 
 # ----------------------------------------------------------------------------------------------- evaluation

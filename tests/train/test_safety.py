@@ -75,6 +75,12 @@ def test_nonfinite_value_from_the_env_stops_the_run(tmp_path, capsys, main, wher
     assert all(th.isfinite(p).all() for p in checkpoint.policy.parameters())
     assert "result" not in run_config(run)  # no final evaluation
     assert evaluate.main([str(run / "checkpoints" / "model_60_steps.zip"), "--episodes", "1"]) == 0
+    # A NaN model.zip, as earlier versions saved one: neither evaluated nor resumed.
+    with th.no_grad():
+        next(checkpoint.policy.parameters())[0] = float("nan")
+    checkpoint.save(run / "model.zip")
+    bad(evaluate.main, [str(run), "--episodes", "1"], capsys, "holds non-finite parameters", "earlier checkpoint")
+    bad(main, ["--resume", str(run / "model.zip")], capsys, "holds non-finite parameters")
 
 
 # ----------------------------------------------------------------------------------------------- kills
