@@ -2,9 +2,8 @@
 
 from fw_agents.a2c import RecurrentA2C
 from fw_agents.extractors import MiniGridSymbolicExtractor
-from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore, StackedCore
+from fw_agents.memory import FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore, StackedCore
 from fw_agents.policies import (
-    POLICY_ALIASES,
     FastWeightsActorCriticCnnPolicy,
     FastWeightsActorCriticPolicy,
     FastWeightsMultiInputActorCriticPolicy,
@@ -16,7 +15,17 @@ from fw_agents.policies import (
     NoMemoryMultiInputActorCriticPolicy,
     RecurrentMemoryActorCriticPolicy,
     canonical_policy_kwargs,
+)
+from fw_agents.ppo import RecurrentPPO
+from fw_agents.registry import (
+    MEMORY_CORES,
+    POLICY_ALIASES,
+    get_memory,
+    memory_names,
+    register_memory,
     register_policy_aliases,
+    registered_memory,
+    unregister_memory,
 )
 
 __version__ = "0.1.0"
@@ -40,8 +49,14 @@ __all__ = [
     "NoMemoryCore",
     "NoMemoryMultiInputActorCriticPolicy",
     "RecurrentA2C",
+    "RecurrentPPO",
     "RecurrentMemoryActorCriticPolicy",
     "StackedCore",
     "canonical_policy_kwargs",
+    "get_memory",
+    "memory_names",
+    "register_memory",
     "register_policy_aliases",
+    "registered_memory",
+    "unregister_memory",
 ]

@@ -36,8 +36,9 @@ from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
 from fw_agents.nonfinite import NonFiniteError
-from fw_agents.policies import POLICY_ALIASES, RecurrentMemoryActorCriticPolicy, policy_kwargs_for_class
+from fw_agents.policies import RecurrentMemoryActorCriticPolicy, policy_kwargs_for_class
 from fw_agents.predict_guard import StatelessPredictGuard
+from fw_agents.registry import POLICY_ALIASES
 
 SelfRecurrentA2C = TypeVar("SelfRecurrentA2C", bound="RecurrentA2C")
 
@@ -161,7 +162,7 @@ class RecurrentA2C(OnPolicyAlgorithm):
         "MlpLstmPolicy": MlpLstmPolicy,
         "CnnLstmPolicy": CnnLstmPolicy,
         "MultiInputLstmPolicy": MultiInputLstmPolicy,
-        **POLICY_ALIASES,  # "MlpFastWeightsPolicy", "MlpGruPolicy", "MlpNoMemoryPolicy", ...
+        **POLICY_ALIASES,  # the built-in memories': "MlpFastWeightsPolicy", "MlpGruPolicy", "MlpNoMemoryPolicy", ...
     }
     policy: RecurrentActorCriticPolicy
     rollout_buffer: RecurrentA2CRolloutBuffer | RecurrentA2CDictRolloutBuffer

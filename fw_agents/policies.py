@@ -17,6 +17,10 @@ whether or not the critic has a memory), so it holds ``2·D·4`` bytes per env-s
 Everything else — heads, distributions, ``forward``, ``evaluate_actions``, ``predict`` — is
 sb3-contrib's code, unchanged.
 
+The concrete classes, one per memory and kind of observation (``FastWeightsActorCriticPolicy``,
+``GRUActorCriticCnnPolicy``, ``NoMemoryMultiInputActorCriticPolicy``, …), are made by :mod:`fw_agents.registry`
+from each registered memory and set in this module, where saved models name them.
+
 Keyword arguments: the policies take sb3-contrib's LSTM-policy names beside their own, with sb3-contrib's
 meaning; :func:`canonical_policy_kwargs` is the one place that maps them (:data:`SB3_CONTRIB_KWARG_NAMES`),
 and :func:`sb3_contrib_policy_kwargs` maps back for sb3-contrib's own LSTM policies.
@@ -33,11 +37,11 @@ import torch as th
 from gymnasium import spaces
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from fw_agents.memory import FastWeightsRNN, GRUCore, MemoryCore, NoMemoryCore
+from fw_agents.memory import MemoryCore
 from fw_agents.memory.base import check_positive_int
 from fw_agents.predict_guard import StatelessPredictGuard
 
@@ -234,7 +238,8 @@ def _check_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> None:
 
 
 class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
-    """Recurrent actor-critic policy around any :class:`MemoryCore` (set by subclasses as ``core_class``).
+    """Recurrent actor-critic policy around any :class:`MemoryCore` (set by subclasses as ``core_class``; the
+    registry, :func:`fw_agents.registry.register_memory`, makes one subclass per memory and kind of observation).
 
     Takes every argument of SB3's ``ActorCriticPolicy`` and these, each also under sb3-contrib's name for its
     LSTM policy, with the same meaning (giving both spellings of one is a ``ValueError``; see
@@ -417,109 +422,3 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
             **self.memory_kwargs,
         )
         return data
-
-
-class FastWeightsActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
-    """Fast-weights policy for vector observations. Memory options: see :class:`FastWeightsRNN`
-    (``decay_rate``, ``fast_learning_rate``, ``inner_steps``, ``layer_norm``, ``activation``, ``gated``,
-    ``learn_rates``, ``compute_path``…).
-
-    The policy's defaults are ours, not the paper's (README, "defaults that learn"): a gated, additive update,
-    λ and η learned, η starting "balanced" (η = 2(1−λ)/H: the fast term starts as large as the slow one). With
-    the paper's cell (η = 0.5, no gate, fixed rates) the fast term starts ~130× the slow one at H = 64 and
-    drowns small observations. The paper's cell: ``gated=False, learn_rates=False, fast_learning_rate=0.5``.
-    """
-
-    core_class = FastWeightsRNN
-    default_memory_kwargs: ClassVar[dict[str, Any]] = {
-        "gated": True,
-        "learn_rates": True,
-        "fast_learning_rate": "balanced",
-    }
-
-
-class FastWeightsActorCriticCnnPolicy(FastWeightsActorCriticPolicy):
-    """Fast-weights policy for image observations (NatureCNN features by default)."""
-
-    default_features_extractor_class = NatureCNN
-
-
-class FastWeightsMultiInputActorCriticPolicy(FastWeightsActorCriticPolicy):
-    """Fast-weights policy for Dict observations (CombinedExtractor features by default)."""
-
-    default_features_extractor_class = CombinedExtractor
-
-
-class GRUActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
-    """GRU policy for vector observations (``torch.nn.GRU``; ``num_layers`` and ``dropout`` are torch's own)."""
-
-    core_class = GRUCore
-
-
-class GRUActorCriticCnnPolicy(GRUActorCriticPolicy):
-    """GRU policy for image observations."""
-
-    default_features_extractor_class = NatureCNN
-
-
-class GRUMultiInputActorCriticPolicy(GRUActorCriticPolicy):
-    """GRU policy for Dict observations."""
-
-    default_features_extractor_class = CombinedExtractor
-
-
-class NoMemoryActorCriticPolicy(RecurrentMemoryActorCriticPolicy):
-    """Memoryless baseline with the same layout as the recurrent policies (its core is a tanh layer)."""
-
-    core_class = NoMemoryCore
-
-
-class NoMemoryActorCriticCnnPolicy(NoMemoryActorCriticPolicy):
-    """Memoryless baseline for image observations."""
-
-    default_features_extractor_class = NatureCNN
-
-
-class NoMemoryMultiInputActorCriticPolicy(NoMemoryActorCriticPolicy):
-    """Memoryless baseline for Dict observations."""
-
-    default_features_extractor_class = CombinedExtractor
-
-
-POLICY_ALIASES: dict[str, type[RecurrentMemoryActorCriticPolicy]] = {
-    "MlpFastWeightsPolicy": FastWeightsActorCriticPolicy,
-    "CnnFastWeightsPolicy": FastWeightsActorCriticCnnPolicy,
-    "MultiInputFastWeightsPolicy": FastWeightsMultiInputActorCriticPolicy,
-    "MlpGruPolicy": GRUActorCriticPolicy,
-    "CnnGruPolicy": GRUActorCriticCnnPolicy,
-    "MultiInputGruPolicy": GRUMultiInputActorCriticPolicy,
-    "MlpNoMemoryPolicy": NoMemoryActorCriticPolicy,
-    "CnnNoMemoryPolicy": NoMemoryActorCriticCnnPolicy,
-    "MultiInputNoMemoryPolicy": NoMemoryMultiInputActorCriticPolicy,
-}
-
-
-def register_policy_aliases(*algorithm_classes: type) -> None:
-    """Make the string aliases (``"MlpFastWeightsPolicy"``, …) usable with other algorithms.
-
-    An explicit call, not an import side effect: it writes into another library's class-level dict
-    (``policy_aliases`` is shared by every user of that class), which a plain ``import fw_agents`` should
-    not do behind anyone's back. Passing the policy class itself works without registering anything, and
-    saved models load without it (the zip refers to the class). :class:`fw_agents.RecurrentA2C` knows the
-    aliases already.
-
-    :param algorithm_classes: algorithms to extend; default ``sb3_contrib.RecurrentPPO``.
-    :raises ValueError: if an alias already names a different policy there.
-    """
-    if not algorithm_classes:
-        from sb3_contrib import RecurrentPPO
-
-        algorithm_classes = (RecurrentPPO,)
-    for algorithm in algorithm_classes:
-        # Copy first, so a subclass that inherits its parent's dict does not write into the parent's.
-        aliases = dict(algorithm.policy_aliases)
-        for name, policy in POLICY_ALIASES.items():
-            if aliases.get(name, policy) is not policy:
-                raise ValueError(f"{algorithm.__name__}.policy_aliases[{name!r}] is already {aliases[name]!r}")
-            aliases[name] = policy
-        algorithm.policy_aliases = aliases

@@ -1,8 +1,9 @@
-"""The recurrent-policy learning check sb3-contrib sets for its LSTM, run for any of our policies.
+"""The recurrent-policy learning check sb3-contrib sets for its LSTM, run for any registered memory.
 
 CartPole without velocities (``fw_agents/CartPoleNoVel-v1``, observation ``[x, θ]``, 500-step limit),
-RecurrentPPO with rl-zoo3's tuned ``CartPoleNoVel-v1`` settings, 8 normalised envs, evaluated every
-``eval_freq`` steps (10 deterministic episodes) until the mean return reaches the threshold.
+RecurrentPPO with rl-zoo3's tuned ``CartPoleNoVel-v1`` settings (read from ``train/hyperparams.yml``'s ``ppo``
+entry, their one copy), evaluated every ``eval_freq`` steps (10 deterministic episodes) until the mean return
+reaches the threshold.
 
     python -m tests.learning_check --policy fast-weights lstm mlp --seeds 0 1 2
 
@@ -13,27 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 
 import torch as th
 from sb3_contrib import RecurrentPPO
 from stable_baselines3.common.callbacks import EvalCallback, StopTrainingOnRewardThreshold
-from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.utils import LinearSchedule
-from stable_baselines3.common.vec_env import VecNormalize
-from torch import nn
 
 import envs  # noqa: F401  (registers fw_agents/CartPoleNoVel-v1)
-from fw_agents import FastWeightsActorCriticPolicy, GRUActorCriticPolicy, NoMemoryActorCriticPolicy
+from fw_agents.registry import get_memory, memory_names
+from train.spec import RunSpec
 
 ENV_ID = "fw_agents/CartPoleNoVel-v1"
-POLICIES = {
-    "fast-weights": (FastWeightsActorCriticPolicy, "hidden_size"),
-    "gru": (GRUActorCriticPolicy, "hidden_size"),
-    "lstm": ("MlpLstmPolicy", "lstm_hidden_size"),
-    "mlp": (NoMemoryActorCriticPolicy, "hidden_size"),
-}
 
 
 @dataclass
@@ -54,30 +47,17 @@ def run(
     eval_freq: int = 5_000,
     memory_kwargs: dict | None = None,
 ) -> LearningResult:
-    """Train until the evaluation mean reaches ``threshold`` or ``budget`` steps pass."""
+    """Train memory ``policy`` until the evaluation mean reaches ``threshold`` or ``budget`` steps pass."""
     th.set_num_threads(1)
-    policy_class, size_name = POLICIES[policy]
-    env = VecNormalize(make_vec_env(ENV_ID, n_envs=8, seed=seed), gamma=0.98)
-    eval_env = VecNormalize(make_vec_env(ENV_ID, n_envs=1, seed=seed + 1000), training=False, norm_reward=False)
-    model = RecurrentPPO(
-        policy_class,
-        env,
-        n_steps=32,
-        batch_size=256,
-        n_epochs=20,
-        gamma=0.98,
-        gae_lambda=0.8,
-        ent_coef=0.0,
-        learning_rate=LinearSchedule(1e-3, 0.0, 1.0),
-        clip_range=LinearSchedule(0.2, 0.0, 1.0),
-        policy_kwargs={
-            size_name: 64,
-            "ortho_init": False,
-            "activation_fn": nn.ReLU,
-            "net_arch": dict(pi=[64], vf=[64]),
-            **(memory_kwargs or {}),
-        },
-        seed=seed,
+    # The run specification the CLIs use: hyperparams.yml's entry, memory_kwargs folded in, every value checked.
+    spec = RunSpec.build(
+        "ppo", ENV_ID, policy, policy_kwargs=memory_kwargs, seed=seed, save_dir=tempfile.mkdtemp(), tensorboard_log=None
+    )
+    n_envs = spec.hyperparams["n_envs"]
+    env = spec.make_env(n_envs, seed)
+    eval_env = spec.make_env(1, seed + 1000, training=False)
+    model = RecurrentPPO(  # sb3-contrib's own algorithm: the drop-in claim
+        get_memory(policy).policy("Mlp"), env, policy_kwargs=spec.policy_kwargs(), seed=seed, **spec.algorithm_kwargs()
     )
     start = time.perf_counter()
     reached: dict[str, float] = {}
@@ -92,7 +72,7 @@ def run(
     # EvalCallback syncs the normalisation statistics into the frozen eval env before each evaluation.
     evaluation = EvalCallback(
         eval_env,
-        eval_freq=eval_freq // 8,
+        eval_freq=eval_freq // n_envs,
         n_eval_episodes=10,
         callback_on_new_best=Timer(reward_threshold=threshold),
         verbose=0,
@@ -110,7 +90,7 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", nargs="+", default=["fast-weights", "lstm"], choices=sorted(POLICIES))
+    parser.add_argument("--policy", nargs="+", default=["fast-weights", "lstm"], choices=memory_names())
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--budget", type=int, default=100_000)
     parser.add_argument("--memory-kwargs", type=json.loads, default={}, help="JSON, e.g. '{\"decay_rate\": 0.9}'")

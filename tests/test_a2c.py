@@ -23,7 +23,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from fw_agents.a2c import RecurrentA2C
-from fw_agents.policies import POLICY_ALIASES
+from fw_agents.registry import POLICY_ALIASES
 
 
 @pytest.fixture(autouse=True)

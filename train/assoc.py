@@ -2,10 +2,10 @@
 
 A sequence is K letter-key / digit-value pairs with distinct keys, then ``??``, then one of the K keys; the
 target is the digit paired with that key: ``c9k8j3f1??c -> 9``. Symbols are one-hot over 37 tokens (26 letters,
-10 digits, ``?``), so a sequence has 2K + 3 steps. A memory core from :mod:`fw_agents.memory` reads the sequence
-from a zero state; a small MLP head classifies its last output into the 10 digits. Training is Adam with
-gradient-norm clipping and early stopping on validation error; the test error of the best-validation weights
-is reported.
+10 digits, ``?``), so a sequence has 2K + 3 steps. The core of a registered memory (``--model``, any name of
+:mod:`fw_agents.registry`, or ``irnn``) reads the sequence from a zero state; a small MLP head classifies its last
+output into the 10 digits. Training is Adam with gradient-norm clipping and early stopping on validation error; the
+test error of the best-validation weights is reported.
 
 Choices the paper leaves open (see ``docs/results.md``): K = 4 by default (the paper's example), Adam with
 learning rate 1e-3, batch 128, gradient norm clipped to 1, a head of 100 ReLU units, early stopping after 10
@@ -33,14 +33,31 @@ import torch as th
 import torch.nn.functional as F
 from torch import nn
 
-from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, MemoryCore
-from train.argtypes import OneLineArgumentParser, check_json_path, float_in, int_at_least, positive_float, positive_int
+from fw_agents.memory import FastWeightsRNN, MemoryCore
+from fw_agents.registry import MEMORY_CORES, memory_names
+from train.argtypes import (
+    CLIError,
+    OneLineArgumentParser,
+    check_json_path,
+    float_in,
+    int_at_least,
+    positive_float,
+    positive_int,
+    seed_int,
+)
+from train.common import run_cli
 
 N_LETTERS = 26
 N_DIGITS = 10
 QUERY_MARK = N_LETTERS + N_DIGITS  # token of "?"
 VOCAB_SIZE = N_LETTERS + N_DIGITS + 1  # 37
-MODELS = ("fast-weights", "lstm", "gru", "irnn")
+#: ``--model`` choices besides the registered memories (:mod:`fw_agents.registry`).
+IRNN = "irnn"
+
+
+def models() -> list[str]:
+    """The ``--model`` choices: every registered memory (its core), and the IRNN."""
+    return [*memory_names(), IRNN]
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -98,25 +115,26 @@ def build_core(
     inner_steps: int = 1,
     compute_path: str = "auto",
 ) -> MemoryCore:
-    """The memory core for ``model`` (one of :data:`MODELS`) over one-hot inputs of size 37."""
-    if model == "fast-weights":
+    """The memory core for ``model`` (one of :func:`models`) over one-hot inputs of size 37: a registered memory's
+    core with the core's own defaults (the paper's cell for fast weights, whose options are the ones given here),
+    or the IRNN."""
+    if model == IRNN:
+        # η = 0 never writes A, and without layer norm the inner loop is relu(W h + C x): an IRNN.
         return FastWeightsRNN(
-            VOCAB_SIZE,
-            hidden_size,
+            VOCAB_SIZE, hidden_size, fast_learning_rate=0.0, layer_norm=False, recurrent_init_scale=1.0
+        )
+    if model not in MEMORY_CORES:
+        raise ValueError(f"model must be one of {models()}, got {model!r}")
+    options: dict[str, Any] = {}
+    if MEMORY_CORES[model] is FastWeightsRNN:
+        options = dict(
             decay_rate=decay_rate,
             fast_learning_rate=fast_learning_rate,
             inner_steps=inner_steps,
             layer_norm=layer_norm,
             compute_path=compute_path,
         )
-    if model == "irnn":
-        # η = 0 never writes A, and without layer norm the inner loop is relu(W h + C x): an IRNN.
-        return FastWeightsRNN(
-            VOCAB_SIZE, hidden_size, fast_learning_rate=0.0, layer_norm=False, recurrent_init_scale=1.0
-        )
-    if model in ("lstm", "gru"):
-        return MEMORY_CORES[model](VOCAB_SIZE, hidden_size)
-    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    return MEMORY_CORES[model](VOCAB_SIZE, hidden_size, **options)
 
 
 class RetrievalClassifier(nn.Module):
@@ -259,7 +277,7 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(prog="python -m train.assoc", description=__doc__.splitlines()[0])
     defaults = TrainConfig()
-    parser.add_argument("--model", choices=MODELS, default=defaults.model)
+    parser.add_argument("--model", choices=models(), default=defaults.model)
     parser.add_argument("--hidden-size", type=positive_int, default=defaults.hidden_size, help="R (default: 20)")
     parser.add_argument(
         "--num-pairs", "-K", type=int_at_least(1, N_LETTERS), default=defaults.num_pairs, help="K pairs (default: 4)"
@@ -269,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fast-learning-rate",
-        type=float_in(0.0, math.inf, high_open=True),
+        type=float_in(0.0),
         default=defaults.fast_learning_rate,
         help="η (default: 0.5; 0 = the ablation 'no fast weights')",
     )
@@ -289,22 +307,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size)
     parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate (default: 1e-3)")
     parser.add_argument("--max-grad-norm", type=positive_float, default=defaults.max_grad_norm)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="initialisation and shuffling")
-    parser.add_argument("--data-seed", type=int, default=defaults.data_seed, help="the data sets")
+    parser.add_argument("--seed", type=seed_int, default=defaults.seed, help="initialisation and shuffling")
+    parser.add_argument("--data-seed", type=seed_int, default=defaults.data_seed, help="the data sets")
     parser.add_argument("--threads", type=positive_int, default=defaults.threads, help="torch threads (default: 1)")
     parser.add_argument("--json", metavar="OUT", type=Path, help="write the results to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_assoc(args: argparse.Namespace) -> int:
+    """Train and report one configuration (``--json``: also write every number)."""
     if error := check_json_path(args.json):
-        parser.error(error)
+        raise CLIError(error)
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    if config.model != "fast-weights" and (config.fast_learning_rate != 0.5 or config.decay_rate != 0.95):
+    if MEMORY_CORES.get(config.model) is not FastWeightsRNN and (
+        config.fast_learning_rate != 0.5 or config.decay_rate != 0.95
+    ):
         print("note: --decay-rate / --fast-learning-rate apply to --model fast-weights only", file=sys.stderr)
     results = train(config, log=not args.quiet)
     print(
@@ -315,6 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    return run_cli(build_parser(), run_assoc, argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ import gymnasium as gym
 import numpy as np
 
 from train import bench_models
-from train.argtypes import OneLineArgumentParser, positive_int
+from train.argtypes import CLIError, OneLineArgumentParser, positive_int, seed_int
+from train.common import run_cli
 
 
 # --- envs ---------------------------------------------------------------------------------------------------
@@ -61,8 +62,7 @@ def run_envs(args: argparse.Namespace) -> int:
 
     ids = [i for i in envs.registered_ids() if any(fnmatch.fnmatch(i, p) for p in args.ids)]
     if not ids:
-        print(f"no registered id matches {args.ids}", file=sys.stderr)
-        return 2
+        raise CLIError(f"no registered id matches {args.ids}")
     results = []
     if not args.json:
         print(f"{'env id':<42} {'steps/s (median)':>17} {'min - max':>19}   ({args.repeats} x {args.steps} steps)")
@@ -82,7 +82,7 @@ def add_envs_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ids", nargs="+", default=["*"], help="glob patterns of ids to run (default: all)")
     parser.add_argument("--steps", type=positive_int, default=20_000, help="steps per repeat (default: 20000)")
     parser.add_argument("--repeats", type=positive_int, default=5, help="repeats; the median is reported (default: 5)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run_envs)
 
@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    return run_cli(build_parser(), lambda args: args.func(args), argv)
 
 
 if __name__ == "__main__":

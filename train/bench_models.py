@@ -3,10 +3,12 @@
 * ``core``: one memory core alone, forward + backward over ``(T, B)`` sequences: fast weights (fused, explicit
   and attention paths) against ``torch.nn.LSTM`` and ``torch.nn.GRU``; time and the bytes autograd saves for the
   backward pass (each storage counted once). Then single rollout steps (T = 1, no grad) at ``--step-batches``.
+  ``--memories`` adds the core of any registered memory (:mod:`fw_agents.registry`) at its defaults.
 * ``throughput``: env steps per second of whole training runs (collection and updates together), and the
   process's peak resident memory: RecurrentPPO with sb3-contrib's ``MlpLstmPolicy`` or our
   ``FastWeightsActorCriticPolicy``, :class:`fw_agents.a2c.RecurrentA2C` with sb3-contrib's ``MlpLstmPolicy`` or
-  ``MlpFastWeightsPolicy``, and SB3's feed-forward A2C.
+  ``MlpFastWeightsPolicy``, and SB3's feed-forward A2C. ``--memories`` adds both recurrent algorithms with any
+  registered memory's policy.
 
 Both pin torch's threads, warm up, repeat, and report the median with the min-max spread, and every median
 as a ratio to a reference measured in the same run (``nn.LSTM``; RecurrentPPO + ``MlpLstmPolicy``), since
@@ -30,6 +32,8 @@ from typing import Any
 import torch as th
 from torch import nn
 
+from fw_agents.memory import FastWeightsRNN
+from fw_agents.registry import MEMORY_CORES, get_memory, memory_names
 from train.argtypes import check_json_path, positive_int
 
 
@@ -69,24 +73,30 @@ def start_run(args: argparse.Namespace, subcommand: str) -> bool:
 
 
 # --- core ---------------------------------------------------------------------------------------------------
+#: The default rows: fast weights' compute paths (``fast-weights-<path>``) and torch's own RNNs.
 CORE_MODELS = ("fast-weights-fused", "fast-weights-explicit", "fast-weights-attention", "nn.LSTM", "nn.GRU")
 CORE_REFERENCE = "nn.LSTM"
+TORCH_RNNS: dict[str, type[nn.Module]] = {"nn.LSTM": nn.LSTM, "nn.GRU": nn.GRU}
+FAST_WEIGHTS_PATH = "fast-weights-"
+
+
+def make_core(name: str, input_size: int, hidden_size: int) -> nn.Module:
+    """``nn.LSTM``/``nn.GRU``, ``fast-weights-<compute path>``, or a registered memory's core at its defaults."""
+    if name in TORCH_RNNS:
+        return TORCH_RNNS[name](input_size, hidden_size)
+    if name.startswith(FAST_WEIGHTS_PATH):
+        return FastWeightsRNN(input_size, hidden_size, compute_path=name.removeprefix(FAST_WEIGHTS_PATH))
+    return MEMORY_CORES[name](input_size, hidden_size)
 
 
 def make_core_step(name: str, input_size: int, hidden_size: int, batch: int) -> Callable[[th.Tensor], th.Tensor]:
-    """A function ``inputs (T, B, F) -> outputs (T, B, H)`` for one benchmarked core, from a zero state."""
-    if name.startswith("fast-weights"):
-        from fw_agents.memory import FastWeightsRNN
-
-        core = FastWeightsRNN(input_size, hidden_size, compute_path=name.removeprefix("fast-weights-"))
-        state = core.initial_state(batch)
-
-        def run_fast_weights(x: th.Tensor) -> th.Tensor:
-            return core(x, state, x.new_zeros(x.shape[:2]))[0]
-
-        return run_fast_weights
-    rnn: nn.Module = {"nn.LSTM": nn.LSTM, "nn.GRU": nn.GRU}[name](input_size, hidden_size)
-    return lambda x: rnn(x)[0]
+    """A function ``inputs (T, B, F) -> outputs (T, B, H)`` for one benchmarked core (see :func:`make_core`),
+    from a zero state."""
+    core = make_core(name, input_size, hidden_size)
+    if name in TORCH_RNNS:
+        return lambda x: core(x)[0]
+    state = core.initial_state(batch)
+    return lambda x: core(x, state, x.new_zeros(x.shape[:2]))[0]
 
 
 def saved_bytes(run: Callable[[th.Tensor], th.Tensor], x: th.Tensor) -> int:
@@ -126,12 +136,14 @@ def bench_core(
     repeats: int,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    models: Sequence[str] = CORE_MODELS,
 ) -> list[dict[str, Any]]:
-    """One row per (H, T, model): forward+backward seconds (median, min, max), saved bytes, ratios to nn.LSTM."""
+    """One row per (H, T, model): forward+backward seconds (median, min, max), saved bytes, ratios to nn.LSTM
+    (``models`` must include it)."""
     rows = []
     for hidden in hidden_sizes:
         for length in lengths:
-            for name in CORE_MODELS:
+            for name in models:
                 th.manual_seed(seed)
                 run = make_core_step(name, input_size, hidden, batch)
                 x = th.randn(length, batch, input_size)
@@ -154,27 +166,31 @@ STEP_MODELS = ("fast-weights-fused", "fast-weights-explicit", "nn.LSTM")
 
 
 def make_step(name: str, input_size: int, hidden_size: int, batch: int) -> Callable[[th.Tensor], Any]:
-    """A function ``x (B, F) -> new state``: one rollout step (T = 1) of one core from a nonzero state."""
-    if name.startswith("fast-weights"):
-        from fw_agents.memory import FastWeightsRNN
-
-        core = FastWeightsRNN(input_size, hidden_size, compute_path=name.removeprefix("fast-weights-"))
-        state = th.full((batch, core.state_size), 0.01)  # a carried A is read: not the all-zero shortcut
-        starts = th.zeros(batch)
-        return lambda x: core.step(x, state, starts)
-    lstm = nn.LSTM(input_size, hidden_size)
-    hc = (th.zeros(1, batch, hidden_size), th.zeros(1, batch, hidden_size))
-    return lambda x: lstm(x.unsqueeze(0), hc)
+    """A function ``x (B, F) -> new state``: one rollout step (T = 1) of one core (see :func:`make_core`) from a
+    nonzero state."""
+    core = make_core(name, input_size, hidden_size)
+    if name in TORCH_RNNS:
+        hc = (th.zeros(1, batch, hidden_size), th.zeros(1, batch, hidden_size))
+        return lambda x: core(x.unsqueeze(0), hc if name == "nn.LSTM" else hc[0])
+    state = th.full((batch, core.state_size), 0.01)  # a carried A is read: not the all-zero shortcut
+    starts = th.zeros(batch)
+    return lambda x: core.step(x, state, starts)
 
 
 def bench_step(
-    hidden_sizes: Sequence[int], batches: Sequence[int], input_size: int, repeats: int, seed: int = 0
+    hidden_sizes: Sequence[int],
+    batches: Sequence[int],
+    input_size: int,
+    repeats: int,
+    seed: int = 0,
+    models: Sequence[str] = STEP_MODELS,
 ) -> list[dict[str, Any]]:
-    """One row per (H, B, model): seconds per single no-grad step (median of 50-step blocks), ratio to nn.LSTM."""
+    """One row per (H, B, model): seconds per single no-grad step (median of 50-step blocks), ratio to nn.LSTM
+    (``models`` must include it)."""
     rows = []
     for hidden in hidden_sizes:
         for batch in batches:
-            for name in STEP_MODELS:
+            for name in models:
                 th.manual_seed(seed)
                 step = make_step(name, input_size, hidden, batch)
                 x = th.randn(batch, input_size)
@@ -235,9 +251,11 @@ def measure_core(args: argparse.Namespace) -> dict[str, Any]:
         args.repeats,
         args.seed,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        models=[*CORE_MODELS, *args.memories],
     )
     print(format_core_table(rows))
-    step_rows = bench_step(args.hidden_sizes, args.step_batches, args.input_size, args.repeats, args.seed)
+    step_models = [*STEP_MODELS, *args.memories]
+    step_rows = bench_step(args.hidden_sizes, args.step_batches, args.input_size, args.repeats, args.seed, step_models)
     print(format_step_table(step_rows))
     return {"subcommand": "core", "settings": settings(args), "rows": rows, "step_rows": step_rows}
 
@@ -259,19 +277,32 @@ def add_core_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--step-batches", type=positive_int, nargs="+", default=[8, 128], help="B of the single-step (T=1) table"
     )
+    add_memories_argument(parser, "also the core of these registered memories, at its defaults")
     add_common_arguments(parser, repeats=10)
     parser.set_defaults(func=run_core)
 
 
 # --- throughput ---------------------------------------------------------------------------------------------
-#: (label, algorithm, policy); the first is the reference.
-AGENTS = (
-    ("RecurrentPPO+MlpLstmPolicy", "RecurrentPPO", "MlpLstmPolicy"),
-    ("RecurrentPPO+FastWeights", "RecurrentPPO", "FastWeightsActorCriticPolicy"),
-    ("RecurrentA2C+MlpLstmPolicy", "RecurrentA2C", "MlpLstmPolicy"),
-    ("RecurrentA2C+MlpFastWeightsPolicy", "RecurrentA2C", "MlpFastWeightsPolicy"),
-    ("A2C+MlpPolicy", "A2C", "MlpPolicy"),
+#: (label, algorithm, registered memory; None: feed-forward); the first is the reference.
+AGENTS: tuple[tuple[str, str, str | None], ...] = (
+    ("RecurrentPPO+MlpLstmPolicy", "RecurrentPPO", "lstm"),
+    ("RecurrentPPO+FastWeights", "RecurrentPPO", "fast-weights"),
+    ("RecurrentA2C+MlpLstmPolicy", "RecurrentA2C", "lstm"),
+    ("RecurrentA2C+MlpFastWeightsPolicy", "RecurrentA2C", "fast-weights"),
+    ("A2C+MlpPolicy", "A2C", None),
 )
+RECURRENT_ALGORITHMS = ("RecurrentPPO", "RecurrentA2C")
+
+
+def memory_agents(memories: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``--memories`` of ``throughput``: both recurrent algorithms with each memory's vector policy."""
+    return [
+        (f"{algorithm}+{get_memory(memory).alias('Mlp')}", algorithm, memory)
+        for memory in memories
+        for algorithm in RECURRENT_ALGORITHMS
+    ]
+
+
 THROUGHPUT_REFERENCE = AGENTS[0][0]
 
 
@@ -291,28 +322,28 @@ def max_rss_mib() -> float:
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB elsewhere
 
 
-def make_agent(algorithm: str, policy: str, env_id: str, hidden: int, n_envs: int, n_steps: int, seed: int) -> Any:
-    """An untrained agent; everything but ``n_envs``, ``n_steps`` and the memory size at the library defaults."""
+def make_agent(
+    algorithm: str, memory: str | None, env_id: str, hidden: int, n_envs: int, n_steps: int, seed: int
+) -> Any:
+    """An untrained agent: ``algorithm`` with ``memory``'s vector policy (None: SB3's feed-forward ``MlpPolicy``);
+    everything but ``n_envs``, ``n_steps`` and the memory size at the library defaults."""
     from sb3_contrib import RecurrentPPO
     from stable_baselines3 import A2C
     from stable_baselines3.common.env_util import make_vec_env
 
     import envs  # noqa: F401  registers fw_agents/* ids
     from fw_agents.a2c import RecurrentA2C
-    from fw_agents.policies import FastWeightsActorCriticPolicy
+    from fw_agents.policies import policy_kwargs_for_class
 
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    if algorithm == "RecurrentPPO":
-        if policy == "MlpLstmPolicy":
-            return RecurrentPPO(policy, env, n_steps=n_steps, seed=seed, policy_kwargs={"lstm_hidden_size": hidden})
-        return RecurrentPPO(
-            FastWeightsActorCriticPolicy, env, n_steps=n_steps, seed=seed, policy_kwargs={"hidden_size": hidden}
-        )
-    if algorithm == "RecurrentA2C":
-        return RecurrentA2C(policy, env, n_steps=n_steps, seed=seed, policy_kwargs={"hidden_size": hidden})
-    # Feed-forward: a layer of H units where the recurrent policies have their memory, then the same [64, 64].
-    arch = [hidden, 64, 64]
-    return A2C(policy, env, n_steps=n_steps, seed=seed, policy_kwargs={"net_arch": {"pi": arch, "vf": arch}})
+    if memory is None:
+        # Feed-forward: a layer of H units where the recurrent policies have their memory, then the same [64, 64].
+        arch = [hidden, 64, 64]
+        return A2C("MlpPolicy", env, n_steps=n_steps, seed=seed, policy_kwargs={"net_arch": {"pi": arch, "vf": arch}})
+    policy = get_memory(memory).policy("Mlp")
+    policy_kwargs = policy_kwargs_for_class(policy, {"hidden_size": hidden})  # lstm_hidden_size for sb3-contrib's
+    algorithm_class = {"RecurrentPPO": RecurrentPPO, "RecurrentA2C": RecurrentA2C}[algorithm]
+    return algorithm_class(policy, env, n_steps=n_steps, seed=seed, policy_kwargs=policy_kwargs)
 
 
 def measure_agent(job: dict[str, Any]) -> dict[str, Any]:
@@ -323,7 +354,7 @@ def measure_agent(job: dict[str, Any]) -> dict[str, Any]:
     th.set_num_threads(job["threads"])
     rss_before = max_rss_mib()
     model = make_agent(
-        job["algorithm"], job["policy"], job["env_id"], job["hidden_size"], job["n_envs"], job["n_steps"], job["seed"]
+        job["algorithm"], job["memory"], job["env_id"], job["hidden_size"], job["n_envs"], job["n_steps"], job["seed"]
     )
     rollout = job["n_envs"] * job["n_steps"]
     model.learn(rollout)  # warm-up: first-call allocations and lazy imports
@@ -347,14 +378,16 @@ def bench_throughput(
     seed: int = 0,
     isolate: bool = True,
     log: Callable[[str], None] | None = None,
+    agents: Sequence[tuple[str, str, str | None]] = AGENTS,
 ) -> list[dict[str, Any]]:
-    """One row per (H, agent): steps/s (median, min, max), peak RSS, ratios to RecurrentPPO + MlpLstmPolicy."""
+    """One row per (H, agent): steps/s (median, min, max), peak RSS, ratios to RecurrentPPO + MlpLstmPolicy
+    (``agents`` must include it)."""
     rows = []
     for hidden in hidden_sizes:
-        for label, algorithm, policy in AGENTS:
+        for label, algorithm, memory in agents:
             job = {
                 "algorithm": algorithm,
-                "policy": policy,
+                "memory": memory,
                 "env_id": env_id,
                 "hidden_size": hidden,
                 "n_envs": n_envs,
@@ -409,6 +442,7 @@ def measure_throughput(args: argparse.Namespace) -> dict[str, Any]:
         args.seed,
         args.isolate,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        agents=[*AGENTS, *memory_agents(args.memories)],
     )
     print(format_throughput_table(rows))
     return {"subcommand": "throughput", "settings": settings(args), "rows": rows}
@@ -431,11 +465,17 @@ def add_throughput_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-isolate", dest="isolate", action="store_false", help="measure in this process (peak RSS then shared)"
     )
+    add_memories_argument(parser, "also RecurrentPPO and RecurrentA2C with these registered memories' policies")
     add_common_arguments(parser, repeats=3)
     parser.set_defaults(func=run_throughput)
 
 
 # --- shared options -----------------------------------------------------------------------------------------
+def add_memories_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--memories NAME …``: registered memories (:mod:`fw_agents.registry`) to add to a benchmark."""
+    parser.add_argument("--memories", nargs="+", choices=memory_names(), default=[], help=help_text)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, repeats: int | None) -> None:
     """``repeats`` None: each benchmark's own default."""
     default = "each benchmark's own" if repeats is None else repeats

@@ -1,5 +1,5 @@
-"""What the command lines share: error handling, ``key=value`` and YAML config parsing, run folders, environment
-and policy selection, model loading and evaluation.
+"""What the command lines share: error handling, ``key=value`` and YAML parsing, environment and policy selection,
+run folders and model loading, evaluation.
 
 Every user mistake is raised as :class:`CLIError` and turned by :func:`run_cli` into one line on stderr and exit
 status 2, with no traceback; anything else is a bug and keeps its traceback.
@@ -13,6 +13,7 @@ import importlib.metadata
 import pickle
 import platform
 import re
+import signal
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
@@ -29,30 +30,18 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.preprocessing import is_image_space
-from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from train.argtypes import OneLineArgumentParser
+from fw_agents.nonfinite import first_non_finite_parameter
+from fw_agents.registry import get_memory
+from train.argtypes import CLIError, OneLineArgumentParser, check_int
 
-HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
 CONFIG_NAME = "config.yml"
 MODEL_NAME = "model.zip"
 BEST_MODEL_NAME = "best_model.zip"
 
 #: Algorithms by CLI name, as ``module:Class`` (imported on use).
-ALGORITHMS: dict[str, str] = {"a2c": "fw_agents.a2c:RecurrentA2C", "ppo": "sb3_contrib:RecurrentPPO"}
-
-#: ``--policy`` choice -> the part of the policy alias that names the memory. ``mlp`` is fw-agents' NoMemory
-#: policy (same layout as the recurrent ones, a tanh layer in place of the memory), so that a comparison
-#: changes only the memory.
-POLICY_MEMORY: dict[str, str] = {"fast-weights": "FastWeights", "lstm": "Lstm", "gru": "Gru", "mlp": "NoMemory"}
-
-#: Hyperparameter keys the CLI handles itself; every other key goes to the algorithm's constructor.
-CLI_KEYS = ("n_envs", "n_timesteps", "normalize", "env_kwargs", "policy_kwargs", "memory_kwargs")
-
-
-class CLIError(Exception):
-    """A user error: reported as one line on stderr, exit status 2."""
+ALGORITHMS: dict[str, str] = {"a2c": "fw_agents.a2c:RecurrentA2C", "ppo": "fw_agents.ppo:RecurrentPPO"}
 
 
 # ----------------------------------------------------------------------------------------------- CLI plumbing
@@ -68,20 +57,21 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
 def run_cli(
     parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int], argv: Sequence[str] | None
 ) -> int:
-    """Parse ``argv``, pin torch's threads, run ``command``; a :class:`CLIError` becomes exit status 2."""
+    """Parse ``argv``, pin torch's threads, run ``command``: the one error style of every command line. A
+    :class:`CLIError` is one line ``prog: error: …`` on stderr and exit status 2; Ctrl-C is exit status 130
+    (SIGTERM, raised as ``KeyboardInterrupt`` by a training run, 143)."""
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # usage errors (status 2) and --help (0), returned rather than raised
         return int(exit_.code or 0)
     try:
-        threads = getattr(args, "threads", 1)
-        if threads < 1:
-            raise CLIError(f"--threads must be >= 1, got {threads}")
-        th.set_num_threads(threads)
-        return command(args)
+        th.set_num_threads(check_int("--threads", getattr(args, "threads", 1)))
+        return int(command(args))
     except CLIError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:  # 128 + the signal's number, as a shell reports it: 130, 143 (SIGTERM)
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
 # ----------------------------------------------------------------------------------------------- values, YAML
@@ -132,128 +122,13 @@ def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
     return data
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``update``; the nested dicts ``policy_kwargs``, ``env_kwargs``, ``memory_kwargs``
-    are merged key by key rather than replaced."""
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def default_hyperparams(algo: str, env_id: str) -> tuple[dict[str, Any], str]:
-    """Defaults from ``train/hyperparams.yml``: the algorithm's ``default`` section updated by the env's.
-
-    :return: the hyperparameters and a description of where they came from.
-    """
-    table = load_yaml(HYPERPARAMS_FILE, "hyperparameter file").get(algo, {})
-    source = f"{HYPERPARAMS_FILE.name}:{algo}.default"
-    params = canonical_hyperparams(table.get("default", {}), source)
-    if env_id in table:
-        source = f"{HYPERPARAMS_FILE.name}:{algo}.{env_id}"
-        params = merge(params, canonical_hyperparams(table[env_id], source))
-    return params, source
-
-
-def canonical_policy_kwargs(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
-    """Policy kwargs in fw-agents' names, sb3-contrib's mapped (``lstm_hidden_size`` -> ``hidden_size``,
-    ``lstm_kwargs`` flattened, …) by :func:`fw_agents.policies.canonical_policy_kwargs`, the one table of
-    them. Both spellings of one option in ``kwargs`` is a :class:`CLIError` that says ``where``."""
-    from fw_agents.policies import canonical_policy_kwargs as canonical
-
-    try:
-        return canonical(kwargs)
-    except ValueError as error:
-        raise CLIError(f"{where}: {error}") from None
-
-
-def canonical_hyperparams(params: dict[str, Any], where: str) -> dict[str, Any]:
-    """``params`` (one source of hyperparameters) with its ``policy_kwargs`` and each ``memory_kwargs`` entry in
-    fw-agents' names (:func:`canonical_policy_kwargs`). Applied to every source before they are merged, so that
-    a later source overrides an earlier one whichever spelling each uses, and a run's config has one spelling."""
-    params = dict(params)
-    if isinstance(params.get("policy_kwargs"), dict):
-        params["policy_kwargs"] = canonical_policy_kwargs(params["policy_kwargs"], f"{where}: policy_kwargs")
-    if isinstance(params.get("memory_kwargs"), dict):
-        params["memory_kwargs"] = {
-            choice: canonical_policy_kwargs(kwargs, f"{where}: memory_kwargs.{choice}")
-            if isinstance(kwargs, dict)
-            else kwargs
-            for choice, kwargs in params["memory_kwargs"].items()
-        }
-    return params
-
-
-def to_schedule(value: Any) -> Any:
-    """``"lin_7e-4"`` -> a linear decay to 0 (rl-zoo3's notation); anything else unchanged."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        try:
-            return LinearSchedule(float(value[4:]), 0.0, 1.0)
-        except ValueError:
-            raise CLIError(f"bad schedule {value!r}: expected lin_<number>, e.g. lin_7e-4") from None
-    return value
-
-
-def import_object(name: str) -> Any:
-    """``"nn.ReLU"``, ``"th.optim.RMSprop"``, ``"package.module.Name"`` or ``"package.module:Name"`` -> object."""
-    for short, full in (("nn.", "torch.nn."), ("th.", "torch.")):
-        if name.startswith(short):
-            name = full + name[len(short) :]
-    module_name, sep, attribute = name.partition(":") if ":" in name else name.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError):
-        raise CLIError(f"cannot import {name!r}") from None
-
-
-def resolve_objects(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Policy kwargs as written in YAML -> as the policy takes them: ``activation_fn`` and ``*_class`` strings
-    are imported (``activation_fn: nn.ReLU``)."""
-    return {
-        key: import_object(value)
-        if isinstance(value, str) and (key == "activation_fn" or key.endswith("_class"))
-        else value
-        for key, value in kwargs.items()
-    }
-
-
-def check_device(device: str) -> str:
-    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ``auto``)."""
-    try:
-        th.device("cpu" if device == "auto" else device)
-    except RuntimeError:
-        raise CLIError(f"unknown device {device!r}; e.g. cpu, cuda, cuda:0, auto") from None
-    if device.startswith("cuda") and not th.cuda.is_available():
-        raise CLIError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
-    return device
-
-
-def check_positive(name: str, value: Any) -> int:
-    """An integer count >= 1, else :class:`CLIError`."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # YAML 1e6 and 1_000_000 both mean a count
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CLIError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 # ----------------------------------------------------------------------------------------------- environments
-def memory_env_ids() -> list[str]:
-    """The ids registered by ``envs`` (the memory tasks)."""
-    import envs
-
-    return envs.registered_ids()
-
-
 def resolve_env_id(env_id: str) -> str:
     """Check that ``env_id`` is registered (after importing our ``envs`` and MiniGrid); ``module:Id`` imports
     ``module`` first, as ``gymnasium.make`` does. Returns the id without the module part."""
     import minigrid  # noqa: F401  (registers MiniGrid-…)
 
-    import envs  # noqa: F401  (registers fw_agents/…)
+    import envs  # registers fw_agents/…
 
     module, sep, name = env_id.rpartition(":")
     if sep:
@@ -262,9 +137,9 @@ def resolve_env_id(env_id: str) -> str:
         except ImportError as error:
             raise CLIError(f"cannot import {module!r} for environment {env_id!r}: {error}") from None
     if name not in gym.registry:
+        memory_envs = ", ".join(envs.registered_ids())
         raise CLIError(
-            f"unknown environment {name!r}; memory environments: {', '.join(memory_env_ids())} "
-            "(or any registered Gymnasium id)"
+            f"unknown environment {name!r}; memory environments: {memory_envs} (or any registered Gymnasium id)"
         )
     return name
 
@@ -318,40 +193,15 @@ def _policy_kind(observation_space: spaces.Space) -> str:
 
 
 def select_policy(choice: str, observation_space: spaces.Space, action_space: spaces.Space) -> tuple[str, type]:
-    """``--policy`` choice and the env's spaces -> (alias, policy class), e.g. ``("MlpFastWeightsPolicy", …)``."""
-    from sb3_contrib.ppo_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
-
-    from fw_agents.policies import POLICY_ALIASES
-
+    """``--policy`` choice (a registered memory, :mod:`fw_agents.registry`) and the env's spaces -> (alias, policy
+    class), e.g. ``("MlpFastWeightsPolicy", …)``."""
     if not isinstance(action_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         raise CLIError(
             f"action space {action_space} is not supported: the policies take Box, Discrete, "
             "MultiDiscrete or MultiBinary actions"
         )
-    alias = f"{_policy_kind(observation_space)}{POLICY_MEMORY[choice]}Policy"
-    lstm = {
-        "MlpLstmPolicy": MlpLstmPolicy,
-        "CnnLstmPolicy": CnnLstmPolicy,
-        "MultiInputLstmPolicy": MultiInputLstmPolicy,
-    }
-    return alias, {**POLICY_ALIASES, **lstm}[alias]
-
-
-def policy_kwargs_for(choice: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The policy kwargs for ``--policy choice``: ``policy_kwargs`` plus ``memory_kwargs[choice]``, in the names
-    the policy takes (fw-agents' for ours; sb3-contrib's for ``lstm``, by the same table, see
-    :func:`fw_agents.policies.sb3_contrib_policy_kwargs`), and class names imported."""
-    from fw_agents.policies import sb3_contrib_policy_kwargs
-
-    kwargs = merge(params.get("policy_kwargs") or {}, (params.get("memory_kwargs") or {}).get(choice) or {})
-    if choice == "lstm":
-        try:
-            kwargs = sb3_contrib_policy_kwargs(kwargs)
-        except ValueError as error:
-            raise CLIError(f"policy_kwargs: {error}") from None
-    else:
-        kwargs = canonical_policy_kwargs(kwargs, "policy_kwargs")
-    return resolve_objects(kwargs)
+    memory, kind = get_memory(choice), _policy_kind(observation_space)
+    return memory.alias(kind), memory.policy(kind)
 
 
 def load_algorithm(algo: str) -> type[BaseAlgorithm]:
@@ -363,21 +213,6 @@ def load_algorithm(algo: str) -> type[BaseAlgorithm]:
 
 
 # ----------------------------------------------------------------------------------------------- run folders
-def default_save_dir(root: str | Path, algo: str, env_id: str, policy: str, seed: int) -> Path:
-    """``runs/a2c-fw_agents_Catch-N16-M3-v0-fast-weights-s0`` (the env's namespace kept: our MiniGrid ids
-    share their names with MiniGrid's)."""
-    return Path(root) / f"{algo}-{env_id.replace('/', '_').replace(':', '_')}-{policy}-s{seed}"
-
-
-def check_save_dir_free(save_dir: Path) -> None:
-    """Refuse a folder that already holds something: a run is never overwritten."""
-    if save_dir.exists() and (not save_dir.is_dir() or any(save_dir.iterdir())):
-        hint = (
-            f"continue it with --resume {save_dir}" if (save_dir / CONFIG_NAME).exists() else "it is not a run folder"
-        )
-        raise CLIError(f"{save_dir} is not empty ({hint}); choose another --save-dir or remove it first")
-
-
 def vecnormalize_path(model_path: str | Path) -> Path:
     """Where the ``VecNormalize`` statistics of a model live: ``model.zip`` -> ``model_vecnormalize.pkl``;
     SB3's checkpoints ``model_1000_steps.zip`` -> ``model_vecnormalize_1000_steps.pkl``."""
@@ -408,33 +243,44 @@ def find_run_config(model_path: Path) -> Path | None:
     return None
 
 
-def load_model(
-    algo_class: type[BaseAlgorithm], path: Path, env: VecEnv | None, device: str, **kwargs: Any
-) -> BaseAlgorithm:
-    """``algo_class.load``; a missing, corrupt or mismatched file, or one with non-finite parameters (which
-    earlier versions could save after training diverged), is a :class:`CLIError`."""
-    from fw_agents.nonfinite import first_non_finite_parameter
+def load_run_model(
+    model_path: Path,
+    algo: str,
+    env_id: str,
+    hyperparams: dict[str, Any],
+    n_envs: int,
+    seed: int,
+    device: str,
+    training: bool,
+    **load_kwargs: Any,
+) -> tuple[BaseAlgorithm, VecEnv]:
+    """A saved model of a run and an env for it, with the run's ``VecNormalize`` statistics if it normalised: the
+    one loading of a model, for resuming (``training=True``: the statistics keep updating) and for evaluating
+    (``training=False``: frozen, raw rewards). A missing, corrupt or mismatched file is a :class:`CLIError`.
 
+    :param env_id: a registered id; :param hyperparams: the run's (``normalize``, ``env_kwargs``).
+    """
+    normalize = hyperparams.get("normalize", False)
+    stats = vecnormalize_path(model_path) if normalize else None
+    if stats is not None and not stats.exists():
+        raise CLIError(f"the run normalises observations but {stats} is missing")
+    venv = make_env(env_id, n_envs, seed, hyperparams.get("env_kwargs"), normalize, stats_path=stats, training=training)
+    algo_class = load_algorithm(algo)
     try:
-        model = algo_class.load(str(path), env=env, device=device, **kwargs)
-    except (
-        OSError,
-        EOFError,
-        AssertionError,  # SB3: "No data found in the saved file"
-        KeyError,
-        ValueError,
-        RuntimeError,
-        TypeError,
-        AttributeError,
-        zipfile.BadZipFile,
-        pickle.UnpicklingError,
-    ) as error:
+        model = algo_class.load(str(model_path), env=venv, device=device, **load_kwargs)
+    # SB3 raises AssertionError for "No data found in the saved file", ValueError for spaces that do not fit.
+    except (OSError, EOFError, AssertionError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
+            zipfile.BadZipFile, pickle.UnpicklingError) as error:  # fmt: skip
+        venv.close()
         message = " ".join(str(error).split()) or type(error).__name__
-        raise CLIError(f"cannot load {algo_class.__name__} model {path}: {message}") from None
+        raise CLIError(f"cannot load {algo_class.__name__} model {model_path}: {message}") from None
     name = first_non_finite_parameter(model.policy)
-    if name is not None:
-        raise CLIError(f"{path} holds non-finite parameters ({name}): its training diverged; use an earlier checkpoint")
-    return model
+    if name is not None:  # earlier versions could save a model after training diverged
+        venv.close()
+        raise CLIError(
+            f"{model_path} holds non-finite parameters ({name}): its training diverged; use an earlier checkpoint"
+        )
+    return model, venv
 
 
 # ----------------------------------------------------------------------------------------------- evaluation

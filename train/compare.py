@@ -2,8 +2,12 @@
 
 ``run`` trains a grid of agents, one per policy and seed, each with ``python -m train.a2c`` (or ``train.ppo``) in
 its own process and run folder ``OUT_DIR/<name>-s<seed>`` (log in ``OUT_DIR/<name>-s<seed>.log``), ``--jobs`` at a
-time; options after ``--`` go to every run. Runs that already finished are kept and skipped, so an interrupted
-grid can be started again with the same command.
+time; options after ``--`` go to every run (except those the grid sets itself: ``--env``, ``--policy``,
+``--seed``, ``--save-dir``, ``--tensorboard-log``). The grid runs through an Optuna study (:mod:`train.study`;
+``--storage``, default ``OUT_DIR/optuna-journal.log``, and ``--study-name``): the same command started several
+times, or on several machines pointed at one storage, shares the runs, each trained once, and a run whose worker
+died is retried. Runs that already finished are kept and skipped, so an interrupted grid can be started again
+with the same command.
 
 ``table`` reads run folders and reports, per env and variant (policy, plus any setting that differs between its
 runs), each seed's environment steps and wall-clock seconds until the periodic evaluation's success rate
@@ -22,45 +26,33 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
-import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from train import common
+from fw_agents.registry import memory_names
+from train import common, study
 from train import runs as runs_
-from train.argtypes import check_json_path, float_in, positive_int
-from train.common import CLIError
+from train.argtypes import CLIError, check_json_path, float_in, positive_int
+from train.study import GridRun
 
 SUCCESS_TAG = "eval/success_rate"
 
 
 # ----------------------------------------------------------------------------------------------- run
-@dataclass
-class GridRun:
-    """One training run of a grid: its folder and the ``python -m train.<algo> …`` command that makes it."""
-
-    save_dir: Path
-    command: list[str]
-
-    @property
-    def log(self) -> Path:
-        return self.save_dir.with_suffix(".log")
-
-    @property
-    def algo(self) -> str:
-        return self.command[2].removeprefix("train.")
-
-
-def finished(save_dir: Path) -> bool:
-    """Whether a run folder holds a finished run (its config has a final result)."""
-    config_path = save_dir / common.CONFIG_NAME
-    return config_path.is_file() and "result" in (common.load_yaml(config_path, "run config") or {})
+#: ``train.<algo>`` options that :func:`train_command` sets for each run -> this command's option for them. After
+#: ``--`` they would make every run the same one (``--seed 7``) or put it where the grid does not look.
+GRID_OPTIONS = {
+    "--env": "--env",
+    "--policy": "--policies",
+    "--seed": "--seeds",
+    "--save-dir": "--out-dir",
+    "--tensorboard-log": "--out-dir",
+}
 
 
 def train_command(
@@ -73,24 +65,27 @@ def train_command(
     ]  # fmt: skip
 
 
-def unfinished(grid: Sequence[GridRun]) -> list[GridRun]:
-    """The runs of ``grid`` still to do; an unfinished, non-empty folder is refused (never overwritten)."""
-    todo = [run for run in grid if not finished(run.save_dir)]
-    for run in todo:
-        if run.save_dir.exists() and any(run.save_dir.iterdir()):
-            raise CLIError(
-                f"{run.save_dir} holds an unfinished run; resume it with python -m train.{run.algo} --resume "
-                f"{run.save_dir}, or move it away"
-            )
-    return todo
+def check_train_args(train_args: Sequence[str], owned: Mapping[str, str]) -> None:
+    """Refuse options after ``--`` that the command sets itself (``owned``: option -> the command's own option
+    for it). argparse takes any unambiguous prefix of an option (``--se`` for ``--seed``), so prefixes count."""
+    for arg in train_args:
+        name = arg.split("=", 1)[0]
+        if not name.startswith("--") or len(name) < 3:
+            continue
+        for option, instead in owned.items():
+            if option.startswith(name):
+                raise CLIError(
+                    f"{arg} after --: {option} is set for each run by this command; use its {instead} instead"
+                )
 
 
-def plan(args: argparse.Namespace) -> tuple[list[GridRun], list[GridRun]]:
-    """The grid's runs, each with its folder, and those of them still to do (see :func:`unfinished`)."""
+def plan(args: argparse.Namespace) -> list[GridRun]:
+    """The grid's runs, each with its folder and command; everything checked before any work."""
     if args.name and len(args.policies) > 1:
         raise CLIError("--name names the runs of one policy; give one --policies entry with it")
     if len(set(args.policies)) < len(args.policies) or len(set(args.seeds)) < len(args.seeds):
         raise CLIError("--policies and --seeds must not repeat an entry")
+    check_train_args(args.train_args, GRID_OPTIONS)
     common.resolve_env_id(args.env)  # an unknown env is one error here, not one failed run per grid entry
     out_dir = Path(args.out_dir)
     grid = []
@@ -99,51 +94,12 @@ def plan(args: argparse.Namespace) -> tuple[list[GridRun], list[GridRun]]:
             save_dir = out_dir / f"{args.name or policy}-s{seed}"
             command = train_command(args.algo, args.env, policy, seed, save_dir, out_dir / "tb", args.train_args)
             grid.append(GridRun(save_dir, command))
-    return grid, unfinished(grid)
-
-
-def execute(grid: Sequence[GridRun], todo: Sequence[GridRun], jobs: int) -> int:
-    """Run ``todo`` (part of ``grid``), ``jobs`` processes at a time, each logging beside its folder; exit status
-    0 if all finished, 1 if some failed, 130 on Ctrl-C (after the runs going have saved)."""
-    for run in grid:
-        if run not in todo:
-            print(f"{run.save_dir}: already finished, kept")
-    pending, active, failed = list(todo), [], []
-    try:
-        while pending or active:
-            while pending and len(active) < jobs:
-                run = pending.pop(0)
-                run.save_dir.parent.mkdir(parents=True, exist_ok=True)
-                with run.log.open("w") as log:  # the child keeps its own descriptor
-                    process = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT)
-                active.append((run, process, time.monotonic()))
-                print(f"started  {run.save_dir}  (log: {run.log})", flush=True)
-            time.sleep(0.5)
-            for entry in [e for e in active if e[1].poll() is not None]:
-                active.remove(entry)
-                run, process, start = entry
-                status = "finished" if process.returncode == 0 else f"FAILED (exit {process.returncode}, see {run.log})"
-                print(f"{status} {run.save_dir}  ({time.monotonic() - start:.0f} s)", flush=True)
-                if process.returncode:
-                    failed.append(run)
-    except KeyboardInterrupt:
-        # Ctrl-C reached the runs too (same process group): each saves its model; wait for them to finish saving.
-        for _, process, _ in active:
-            process.wait()
-        stopped = " ".join(f"python -m train.{run.algo} --resume {run.save_dir};" for run, _, _ in active)
-        print(
-            f"interrupted; resume the runs that were going ({stopped or 'none'}), then run this command again for "
-            "the rest",
-            file=sys.stderr,
-        )
-        return 130
-    print(f"{len(todo) - len(failed)} of {len(todo)} runs finished; {len(grid) - len(todo)} kept from before")
-    return 1 if failed else 0
+    return grid
 
 
 def run_grid(args: argparse.Namespace) -> int:
-    grid, todo = plan(args)
-    return execute(grid, todo, args.jobs)
+    out_dir = Path(args.out_dir)
+    return study.run_grid(plan(args), out_dir, args, default_study=f"compare-{out_dir.resolve().name}")
 
 
 # ----------------------------------------------------------------------------------------------- table
@@ -253,13 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = subparsers.add_parser("run", help="train a grid of policies x seeds, a few processes at a time")
     run.add_argument("--env", required=True, metavar="ID", help="env id, as for train.a2c")
     run.add_argument("--algo", choices=sorted(common.ALGORITHMS), default="a2c", help="trainer (default: a2c)")
-    run.add_argument(
-        "--policies", nargs="+", choices=sorted(common.POLICY_MEMORY), default=["fast-weights", "lstm", "gru", "mlp"]
-    )
+    run.add_argument("--policies", nargs="+", choices=memory_names(), default=memory_names())
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="(default: 0 1 2)")
     run.add_argument("--out-dir", required=True, metavar="DIR", help="where the run folders and TensorBoard logs go")
     run.add_argument("--name", help="folder prefix of the runs, for a variant of one policy (default: the policy)")
     run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
+    study.add_grid_arguments(run, default_study="compare-<name of OUT_DIR>")
     run.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then options for every run")
     run.set_defaults(func=run_grid)
 

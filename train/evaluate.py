@@ -24,22 +24,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from train import common
-from train.common import CLIError
-
-
-def _run_settings(model_path: Path, algo: str | None, env: str | None) -> dict[str, Any]:
-    """Algorithm, env and hyperparameters of the run: from its config, overridden by ``--algo``/``--env``."""
-    config_path = common.find_run_config(model_path)
-    config = common.load_yaml(config_path, "run config") if config_path else {}
-    settings = {
-        "algorithm": algo or config.get("algorithm"),
-        "env_id": env or config.get("env_id"),
-        "hyperparams": config.get("hyperparams") or {},
-        "seed": config.get("seed", 0),
-    }
-    if not settings["algorithm"] or not settings["env_id"]:
-        raise CLIError(f"no {common.CONFIG_NAME} next to {model_path}: pass --algo and --env")
-    return settings
+from train.argtypes import CLIError, check_int, check_output_path, seed_int
+from train.spec import check_device
 
 
 def load_run(
@@ -52,22 +38,27 @@ def load_run(
 ) -> tuple[BaseAlgorithm, VecEnv, dict[str, Any]]:
     """Load a saved model with its evaluation env (frozen ``VecNormalize`` if the run normalised).
 
+    The algorithm, env and hyperparameters come from the run's ``config.yml`` (next to the model, or one folder up
+    for checkpoints), ``algo`` and ``env`` overriding them.
+
     :param model: a model ``.zip`` or a run folder (its ``model.zip``).
     :return: the model, the env, the run settings (``algorithm``, ``env_id``, ``hyperparams``, ``model_path``).
     """
     model_path = common.locate_model(model)
-    settings = _run_settings(model_path, algo, env)
-    algo_class = common.load_algorithm(settings["algorithm"])
-    env_id = common.resolve_env_id(settings["env_id"])
-    params = settings["hyperparams"]
-    stats = None
-    if params.get("normalize"):
-        stats = common.vecnormalize_path(model_path)
-        if not stats.exists():
-            raise CLIError(f"the run normalised observations but {stats} is missing")
-    venv = common.make_env(env_id, n_envs, seed, params.get("env_kwargs"), stats_path=stats, training=False)
-    loaded = common.load_model(algo_class, model_path, venv, device)
-    settings.update(model_path=str(model_path), env_id=env_id)
+    config_path = common.find_run_config(model_path)
+    config = common.load_yaml(config_path, "run config") if config_path else {}
+    settings = {"algorithm": algo or config.get("algorithm"), "env_id": env or config.get("env_id")}
+    if not settings["algorithm"] or not settings["env_id"]:
+        raise CLIError(f"no {common.CONFIG_NAME} next to {model_path}: pass --algo and --env")
+    settings.update(
+        env_id=common.resolve_env_id(settings["env_id"]),
+        hyperparams=config.get("hyperparams") or {},
+        seed=config.get("seed", 0),
+        model_path=str(model_path),
+    )
+    loaded, venv = common.load_run_model(
+        model_path, settings["algorithm"], settings["env_id"], settings["hyperparams"], n_envs, seed, device, False
+    )
     return loaded, venv, settings
 
 
@@ -123,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", metavar="MODEL", help="a saved model .zip, or a run folder (its model.zip)")
     parser.add_argument("--episodes", type=int, default=100, metavar="N", help="episodes per evaluation (default: 100)")
-    parser.add_argument("--seed", type=int, default=12345, metavar="N", help="env seed (default: 12345)")
+    parser.add_argument("--seed", type=seed_int, default=12345, metavar="N", help="env seed (default: 12345)")
     parser.add_argument("--record", metavar="OUT.gif", help="also write one deterministic episode as a GIF")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--algo", choices=list(common.ALGORITHMS), help="algorithm, if the run has no config.yml")
@@ -133,19 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
-    n_episodes = common.check_positive("--episodes", args.episodes)
-    common.check_device(args.device)
+    n_episodes = check_int("--episodes", args.episodes)
+    check_device(args.device)
+    record = None if args.record is None else check_output_path(args.record, "--record", "file")
     model, venv, settings = load_run(args.model, min(n_episodes, 16), args.seed, args.device, args.algo, args.env)
     print(f"{settings['model_path']} ({settings['algorithm']}) on {settings['env_id']}")
     for deterministic in (True, False):
         result = common.evaluate(model, venv, n_episodes, deterministic)
         print(f"  {'deterministic' if deterministic else 'sampled':13s} {result.summary()}")
     venv.close()
-    if args.record:
-        path = Path(args.record)
+    if record is not None:
         env_kwargs = settings["hyperparams"].get("env_kwargs")
-        episode_return, length = record_episode(model, settings["env_id"], env_kwargs, path, args.seed)
-        print(f"  recorded {path}: {length} steps, return {episode_return:.3f}")
+        episode_return, length = record_episode(model, settings["env_id"], env_kwargs, record, args.seed)
+        print(f"  recorded {record}: {length} steps, return {episode_return:.3f}")
     return 0
 
 

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from train import common  # noqa: E402
 from train import runs as runs_  # noqa: E402
-from train.common import CLIError  # noqa: E402
+from train.argtypes import CLIError, check_output_path, positive_int  # noqa: E402
 
 
 def collect(runs: Sequence[Path], tag: str) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
@@ -85,15 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", default="learning_curves.png", metavar="FILE.png", help="output image (default: learning_curves.png)"
     )
-    parser.add_argument("--points", type=int, default=200, metavar="N", help="grid points per curve (default: 200)")
+    parser.add_argument(
+        "--points", type=positive_int, default=200, metavar="N", help="grid points per curve (default: 200)"
+    )
     return parser
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    points = common.check_positive("--points", args.points)
+    out = check_output_path(args.out, "--out", "file")
     groups = collect(runs_.find_runs(args.runs), args.tag)
-    out = Path(args.out)
-    plot(groups, args.tag, out, points)
+    plot(groups, args.tag, out, args.points)
     n_runs = sum(len(curves) for lines in groups.values() for curves in lines.values())
     print(f"wrote {out} ({n_runs} runs, {sum(len(lines) for lines in groups.values())} lines)")
     return 0

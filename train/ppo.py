@@ -1,17 +1,12 @@
 """``python -m train.ppo``: train a recurrent agent with sb3-contrib's ``RecurrentPPO`` (see ``--help``)."""
 
-from __future__ import annotations
-
 import sys
-from collections.abc import Sequence
+from functools import partial
 
 from train.trainer import train_main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return train_main("ppo", argv)
-
+#: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+main = partial(train_main, "ppo")
 
 if __name__ == "__main__":
     sys.exit(main())

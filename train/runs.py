@@ -15,7 +15,7 @@ import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from train import common, safety
-from train.common import CLIError
+from train.argtypes import CLIError
 
 #: Hyperparameters that do not make two runs different variants (the budget only).
 NOT_A_VARIANT = ("n_timesteps",)
@@ -31,18 +31,20 @@ class Scalars:
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders (holding ``config.yml``) at or under each path."""
+    """Run folders (holding ``config.yml``) at or under each path, hidden folders under it left out."""
     runs: list[Path] = []
     for path in map(Path, paths):
         if not path.exists():
             raise CLIError(f"{path} does not exist")
+        # Hidden folders are skipped: a grid keeps a dead attempt's run under .retried/ (train.study).
         found = (
             [path]
             if (path / common.CONFIG_NAME).is_file()
             else sorted(
                 config.parent
                 for config in path.rglob(common.CONFIG_NAME)
-                if not safety.is_archive(config.parent)  # a run's archived files are not a run of their own
+                if not any(part.startswith(".") for part in config.relative_to(path).parts)
+                and not safety.is_archive(config.parent)  # a run's archived files are not a run of their own
             )
         )
         if not found:

@@ -1,24 +1,25 @@
-"""Crash safety of a training run: what survives a kill, what ``--resume`` continues from, and how a run stops.
+"""Crash safety of a training run: what a run folder holds after a kill, what ``--resume`` continues from, and
+how a run stops. The run's owners call in here: :class:`~train.spec.RunSpec` (the resume target, the save-dir
+check) and :class:`~train.experiment.Experiment` (the run folder, evaluations, SIGTERM, non-finite stops).
 
 * Files: every file a run writes goes through :mod:`fw_agents.atomic` (temporary name, then ``os.replace``), so
   a kill at any instant leaves the previous version whole; nothing with non-finite values is saved.
 * :func:`resume_target`: ``--resume RUN`` continues from the newest intact saved state (``model.zip``, else the
   newest checkpoint, whichever has more steps) and says which. Resuming an older state of a run that has later
   ones is refused unless ``--archive-newer`` asks to move the later files into ``RUN/archive-<time>/``.
-* :func:`check_save_dir`: a folder left by a run that stopped before its first save can be run again (its
-  leftovers are archived); ``--resume`` on it says to do that.
-* :func:`sigterm_as_interrupt`, :func:`save_interrupted`: SIGTERM (a scheduler's stop) saves like Ctrl-C.
+* :func:`never_saved`, :class:`Archive`: a folder left by a run that stopped before its first save can be run
+  again (its leftovers are archived); ``--resume`` on it says to do that.
+* :func:`sigterm_as_interrupt`: SIGTERM (a scheduler's stop) saves like Ctrl-C.
 * :func:`stop_error`: a non-finite value stops the run with one line naming its source and the newest intact
   state to continue from.
-* :func:`restore_evaluations`: a resumed run's evaluation history; a damaged ``evaluations.npz`` (written in place
-  by earlier versions) is set aside with a warning rather than blocking the resume.
+* :func:`read_evaluations`: a damaged ``evaluations.npz`` (written in place by earlier versions) is set aside
+  with a warning rather than blocking the resume.
 
 Nothing a run saved is deleted here: files are only ever moved into an archive folder or set aside renamed.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pickle
@@ -36,35 +37,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import EvalCallback
 
 from fw_agents import atomic
 from fw_agents.nonfinite import NonFiniteError
 from train import common
-from train.common import CLIError
+from train.argtypes import CLIError
 
 CHECKPOINTS = "checkpoints"
 EVALUATIONS_NAME = "evaluations.npz"
 ARCHIVE_PREFIX = "archive-"
 _CHECKPOINT = re.compile(r"model_(\d+)_steps\.zip")
 _TEMPORARY = re.compile(r"\..*\.tmp-(\d+)(\.\w+)?")  # fw_agents.atomic.temporary_name
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The training CLI's crash-safety options."""
-    parser.add_argument(
-        "--archive-newer",
-        action="store_true",
-        help="with --resume of an older model or checkpoint of a run that has later ones: move the later files "
-        "into RUN/archive-<time>/ (nothing is deleted) and continue from the older state",
-    )
-
-
-def check_options(args: argparse.Namespace) -> None:
-    if args.archive_newer and not args.resume:
-        raise CLIError("--archive-newer only applies with --resume (of an older model or checkpoint of a run)")
 
 
 # ----------------------------------------------------------------------------------------------- saved states
@@ -177,7 +161,7 @@ class Archive:
         if self.evaluations_up_to is not None:
             arrays = read_evaluations(evaluations)
             if arrays is not None:
-                atomic.save_npz(evaluations, **_evaluations_up_to(arrays, self.evaluations_up_to))
+                atomic.save_npz(evaluations, **evaluations_up_to(arrays, self.evaluations_up_to))
         print(f"archived {self.what} in {folder} ({len(self.move)} moved, {len(self.copy)} copied)")
         return folder
 
@@ -200,7 +184,7 @@ def _later_results_archive(run_dir: Path, target: SavedState, states: list[Saved
 
 
 # ----------------------------------------------------------------------------------------------- run folders
-def _never_saved(run_dir: Path) -> bool:
+def never_saved(run_dir: Path) -> bool:
     """A run folder whose run stopped before its first save: a config without a result, no model, no checkpoint."""
     try:
         config = _run_config(run_dir)
@@ -211,20 +195,6 @@ def _never_saved(run_dir: Path) -> bool:
         and not (run_dir / common.MODEL_NAME).exists()
         and not any((run_dir / CHECKPOINTS).glob("*.zip"))
     )
-
-
-def check_save_dir(save_dir: Path) -> Archive | None:
-    """For a new run: refuse a folder that holds a run (:func:`common.check_save_dir_free`), except one that stopped
-    before its first save, whose leftovers are archived when the new run starts (the returned plan). A folder
-    holding only archives is free."""
-    if save_dir.is_dir():
-        entries = sorted(path for path in save_dir.iterdir() if not is_archive(path))
-        if not entries:
-            return None
-        if (save_dir / common.CONFIG_NAME).is_file() and _never_saved(save_dir):
-            return Archive(save_dir, "the leftovers of a run that stopped before its first save", entries)
-    common.check_save_dir_free(save_dir)
-    return None
 
 
 def prepare_run_dir(save_dir: Path, archive: Archive | None) -> None:
@@ -261,7 +231,7 @@ class ResumeTarget:
     archive: Archive | None = None
 
 
-def resume_target(resume: str, archive_newer: bool) -> ResumeTarget:
+def resume_target(resume: str | Path, archive_newer: bool) -> ResumeTarget:
     """``--resume PATH`` -> the model file to continue from, said on stdout.
 
     A run folder: its newest intact state (``model.zip`` or a checkpoint, whichever has more steps; damaged files
@@ -356,41 +326,13 @@ def read_evaluations(path: Path) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def _evaluations_up_to(arrays: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
+def evaluations_up_to(arrays: dict[str, np.ndarray], steps: int) -> dict[str, np.ndarray]:
     keep = arrays["timesteps"] <= steps
     return {key: value[keep] if len(value) == len(keep) else value for key, value in arrays.items()}
 
 
-def restore_evaluations(callback: EvalCallback, save_dir: Path, num_timesteps: int) -> None:
-    """Reload a resumed run's evaluations up to ``num_timesteps``, so that ``evaluations.npz`` keeps its history
-    and ``best_model.zip`` is only replaced by a better model than the run's best so far."""
-    arrays = read_evaluations(save_dir / EVALUATIONS_NAME)
-    if arrays is None:
-        return
-    arrays = _evaluations_up_to(arrays, num_timesteps)
-    callback.evaluations_timesteps = arrays["timesteps"].tolist()
-    callback.evaluations_results = arrays["results"].tolist()
-    callback.evaluations_length = arrays["ep_lengths"].tolist()
-    if "successes" in arrays and len(arrays["successes"]) == len(arrays["timesteps"]):
-        callback.evaluations_successes = arrays["successes"].tolist()
-    if callback.evaluations_results:
-        callback.best_mean_reward = max(float(np.mean(r)) for r in callback.evaluations_results)
-
-
 # ----------------------------------------------------------------------------------------------- saving, stopping
-def save_final(model: BaseAlgorithm, save_dir: Path) -> Path:
-    """``model.zip``, and ``model_vecnormalize.pkl`` if the env is normalised, atomically; a
-    :class:`NonFiniteError` (nothing written) if the model is not finite."""
-    model_path = save_dir / common.MODEL_NAME
-    atomic.save_with_statistics(model, model_path, common.vecnormalize_path(model_path))
-    return model_path
-
-
-def write_config(path: Path, config: dict[str, Any]) -> None:
-    atomic.write_text(path, yaml.safe_dump(config, sort_keys=False))
-
-
-def _newest_note(save_dir: Path, algo: str, resumable: bool = True) -> str:
+def newest_note(save_dir: Path, algo: str, resumable: bool = True) -> str:
     """Where the run stands after a stop: its newest intact state, and (``resumable``) how to continue."""
     try:
         states = saved_states(save_dir, _normalizes(_run_config(save_dir)))
@@ -407,19 +349,22 @@ def stop_error(error: ValueError, model: BaseAlgorithm, save_dir: Path, algo: st
     """The one-line :class:`CLIError` for a run stopped by a non-finite value (``error`` itself otherwise, a bug)."""
     message = " ".join(str(error).split()).rstrip(".")
     if isinstance(error, NonFiniteError) and not error.diverged:  # from the env: resume once it is fixed
-        return CLIError(f"{message}. Training stopped at step {model.num_timesteps}; {_newest_note(save_dir, algo)}")
+        return CLIError(f"{message}. Training stopped at step {model.num_timesteps}; {newest_note(save_dir, algo)}")
     if not isinstance(error, NonFiniteError):
         if "nan" not in message.lower():
             return error  # a bug: keeps its traceback
         # torch.distributions rejects NaN logits: huge (finite) weights made the policy's outputs NaN.
         message = "the policy's outputs became NaN; lower the learning rate or max_grad_norm, or keep layer_norm on"
     # The same settings would diverge again: a new run with others, rather than a resume.
-    stopped = f"Training stopped at step {model.num_timesteps}; {_newest_note(save_dir, algo, resumable=False)}"
+    stopped = f"Training stopped at step {model.num_timesteps}; {newest_note(save_dir, algo, resumable=False)}"
     return CLIError(f"training diverged: {message}. {stopped}")
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the signal arrives, so that the run stops and saves as for Ctrl-C."""
+    """SIGTERM, raised where the signal arrives, so that the run stops and saves as for Ctrl-C; the command line
+    exits with 128 + ``signum`` (143), as a shell reports a process ended by the signal."""
+
+    signum = signal.SIGTERM
 
 
 @contextmanager
@@ -441,7 +386,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def _signals_ignored() -> Iterator[None]:
+def signals_ignored() -> Iterator[None]:
     """Ctrl-C and SIGTERM ignored: a second one while the interrupted run saves would stop the save."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -452,22 +397,3 @@ def _signals_ignored() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def save_interrupted(error: KeyboardInterrupt, model: BaseAlgorithm, save_dir: Path, algo: str) -> int:
-    """Save what there is after Ctrl-C or SIGTERM, so that the run can be resumed; the exit status (128 + the
-    signal's number, as a shell reports it: 130 or 143)."""
-    signum = signal.SIGTERM if isinstance(error, Terminated) else signal.SIGINT
-    what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-    with _signals_ignored():
-        try:
-            model_path = save_final(model, save_dir)
-        except NonFiniteError as problem:
-            print(f"{what} at step {model.num_timesteps}; {problem}; {_newest_note(save_dir, algo)}", file=sys.stderr)
-        else:
-            print(
-                f"{what} at step {model.num_timesteps}; saved {model_path}; continue with "
-                f"python -m train.{algo} --resume {save_dir}",
-                file=sys.stderr,
-            )
-    return 128 + signum

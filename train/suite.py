@@ -4,8 +4,9 @@
     python -m train.suite report runs/suite-quick
 
 ``run`` trains each memory of :data:`MEMORIES` on each task of :data:`TASKS` × seeds, one ``python -m train.a2c``
-(or ``train.ppo``) process per cell, ``--jobs`` at a time, in ``OUT_DIR/<task>/<memory>-s<seed>``; finished cells
-are kept, so the same command resumes an interrupted suite (as ``train.compare run`` does). Then it writes the
+(or ``train.ppo``) process per cell, ``--jobs`` at a time, in ``OUT_DIR/<task>/<memory>-s<seed>``, through an
+Optuna study as ``train.compare run`` does (``--storage``, ``--study-name``: several workers share the cells);
+finished cells are kept, so the same command resumes an interrupted suite. Then it writes the
 report. Every memory of a task shares the task's algorithm, budget and hyperparameters (its ``train/hyperparams.yml``
 entry, which has no per-memory options): no memory is tuned more than another.
 
@@ -30,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from train import common
+from fw_agents.registry import memory_names
+from train import common, study
 from train import runs as runs_
-from train.argtypes import positive_int
-from train.common import CLIError
-from train.compare import GridRun, execute, train_command, unfinished
+from train.argtypes import CLIError, positive_int
+from train.compare import train_command
+from train.study import GridRun
 
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
 SUITE_VERSION = 1
@@ -90,12 +92,13 @@ class Memory:
 
 #: The paper's cell (Ba et al. 2016): η = 0.5, λ = 0.95, S = 1, no gate, fixed rates.
 PAPER_FAST_WEIGHTS = ("decay_rate=0.95", "fast_learning_rate=0.5", "gated=false", "learn_rates=false")
-MEMORIES: tuple[Memory, ...] = (
-    Memory("fast-weights", "fast-weights"),
-    Memory("fast-weights-paper", "fast-weights", PAPER_FAST_WEIGHTS),
-    Memory("lstm", "lstm"),
-    Memory("gru", "gru"),
-    Memory("mlp", "mlp"),
+#: Variants run beside a memory at its defaults.
+VARIANTS: dict[str, tuple[Memory, ...]] = {
+    "fast-weights": (Memory("fast-weights-paper", "fast-weights", PAPER_FAST_WEIGHTS),),
+}
+#: Every registered memory (:mod:`fw_agents.registry`) at its defaults, each followed by its variants.
+MEMORIES: tuple[Memory, ...] = tuple(
+    memory for name in memory_names() for memory in (Memory(name, name), *VARIANTS.get(name, ()))
 )
 MEMORIES_BY_NAME = {memory.name: memory for memory in MEMORIES}
 PROFILES = {"quick": (0,), "full": (0, 1, 2)}  # profile -> seeds
@@ -139,12 +142,12 @@ def grid(args: argparse.Namespace) -> list[GridRun]:
 
 def run_suite(args: argparse.Namespace) -> int:
     cells = grid(args)
-    todo = unfinished(cells)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = {"suite_version": SUITE_VERSION, "profile": args.profile}
     (out_dir / "suite-manifest.json").write_text(json.dumps(manifest) + "\n")
-    status = execute(cells, todo, args.jobs)
+    default_study = f"suite-v{SUITE_VERSION}-{args.profile}-{out_dir.resolve().name}"
+    status = study.run_grid(cells, out_dir, args, default_study)
     if status == 130:
         return status
     write_report(out_dir)
@@ -382,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", nargs="+", type=int, metavar="N", help="instead of the profile's (quick: 0; full: 0 1 2)"
     )
     run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
+    study.add_grid_arguments(run, default_study="suite-v<version>-<profile>-<name of OUT_DIR>")
     run.set_defaults(func=run_suite)
     report = subparsers.add_parser("report", help="score the finished runs: suite.json, suite.md and plots")
     report.add_argument("out_dir", metavar="DIR")

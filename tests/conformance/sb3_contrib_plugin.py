@@ -17,20 +17,15 @@ import pytest
 import torch as th
 from sb3_contrib import RecurrentPPO
 
-from fw_agents import policies
+from fw_agents.policies import RecurrentMemoryActorCriticPolicy
+from fw_agents.registry import POLICY_KINDS, get_memory
 
-#: Memory name -> sb3-contrib alias -> our class.
-SWAPS: dict[str, dict[str, type[policies.RecurrentMemoryActorCriticPolicy]]] = {
-    "fast-weights": {
-        "MlpLstmPolicy": policies.FastWeightsActorCriticPolicy,
-        "CnnLstmPolicy": policies.FastWeightsActorCriticCnnPolicy,
-        "MultiInputLstmPolicy": policies.FastWeightsMultiInputActorCriticPolicy,
-    },
-    "gru": {
-        "MlpLstmPolicy": policies.GRUActorCriticPolicy,
-        "CnnLstmPolicy": policies.GRUActorCriticCnnPolicy,
-        "MultiInputLstmPolicy": policies.GRUMultiInputActorCriticPolicy,
-    },
+#: The memories swapped in (not the memoryless baseline: sb3-contrib's learning test needs a memory).
+MEMORIES = ("fast-weights", "gru")
+#: Memory name -> sb3-contrib alias (``MlpLstmPolicy``, …: the ``lstm`` memory's) -> our class of the same kind.
+SWAPS: dict[str, dict[str, type[RecurrentMemoryActorCriticPolicy]]] = {
+    memory: {get_memory("lstm").alias(kind): get_memory(memory).policy(kind) for kind in POLICY_KINDS}
+    for memory in MEMORIES
 }
 
 _used: set[str] = set()

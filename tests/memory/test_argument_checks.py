@@ -115,7 +115,7 @@ CORES = {
     "fast-weights": lambda: FastWeightsRNN(F_IN, H, compute_path="explicit"),
     "lstm": lambda: LSTMCore(F_IN, H),
     "gru": lambda: GRUCore(F_IN, H),
-    "none": lambda: NoMemoryCore(F_IN, H),
+    "mlp": lambda: NoMemoryCore(F_IN, H),
     "stacked": lambda: StackedCore([GRUCore(F_IN, H), FastWeightsRNN(H, H, compute_path="explicit")]),
 }
 T, B = 3, 2
@@ -139,7 +139,7 @@ BAD_SHAPES = [
 def test_forward_rejects_wrong_shapes(core_name, case, input_shape, state_change, starts_shape, word):
     core = CORES[core_name]()
     rows, extra = (B, 0) if state_change == 0 else (state_change[0], state_change[1])
-    if core_name == "none" and word == "state" and extra:
+    if core_name == "mlp" and word == "state" and extra:
         extra = 1  # an empty state: one column too many
     inputs = th.zeros(input_shape)
     state = th.zeros(rows, core.state_size + extra)

@@ -32,7 +32,7 @@ CORES: dict[str, Callable[[], MemoryCore]] = {
     "lstm": lambda: LSTMCore(F_IN, H),
     "lstm-2-layers": lambda: LSTMCore(F_IN, H, num_layers=2),
     "gru": lambda: GRUCore(F_IN, H),
-    "none": lambda: NoMemoryCore(F_IN, H),
+    "mlp": lambda: NoMemoryCore(F_IN, H),
     "stacked-fw-fused": lambda: FastWeightsRNN.build(F_IN, H, num_layers=2, compute_path="fused"),
     "stacked-fw-attention": lambda: FastWeightsRNN.build(F_IN, H, num_layers=2, compute_path="attention"),
     "stacked-gru-lstm-fw": lambda: StackedCore(
@@ -89,7 +89,7 @@ def test_a_reset_at_step_0_clears_nonfinite_state(name, poison):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in core_params() if not n.values[0].startswith(("fw-attention", "stacked-fw-attention", "none"))]
+    "name", [n for n in core_params() if not n.values[0].startswith(("fw-attention", "stacked-fw-attention", "mlp"))]
 )
 def test_a_reset_mid_sequence_clears_nonfinite_state(name):
     """A NaN state before a reset at step k: the steps from k on equal a fresh run from k (forward only: the

@@ -67,9 +67,7 @@ def test_saved_bytes_counts_each_storage_once() -> None:
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
+    assert main(argv) == 2
 
 
 def test_missing_json_folder_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,7 +76,6 @@ def test_missing_json_folder_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["core", "--hidden-sizes", "0"])
+    assert main(["core", "--hidden-sizes", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("python -m train.bench core: error:")

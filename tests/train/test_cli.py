@@ -19,7 +19,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fw_agents.predict_guard import StatelessPredictWarning
-from train import a2c, common, evaluate, plot, ppo
+from train import a2c, common, evaluate, plot, ppo, spec
 
 REPO = Path(__file__).resolve().parents[2]
 CATCH = "fw_agents/Catch-N16-M3-v0"  # 15-step episodes: several finish within a tiny budget
@@ -171,10 +171,10 @@ def test_sb3_contrib_policy_kwargs_in_configs_and_flags(tmp_path: Path, capsys: 
 
 
 def test_policy_kwargs_for_translates_through_one_table() -> None:
-    params = {"policy_kwargs": {"hidden_size": 8, "n_lstm_layers": 2}, "memory_kwargs": {"lstm": {"dropout": 0.1}}}
-    assert common.policy_kwargs_for("lstm", params) == {
+    kwargs = {"hidden_size": 8, "n_lstm_layers": 2, "dropout": 0.1}
+    assert spec.policy_kwargs_for("lstm", kwargs) == {
         "lstm_hidden_size": 8, "n_lstm_layers": 2, "lstm_kwargs": {"dropout": 0.1}}  # fmt: skip
-    assert common.policy_kwargs_for("gru", params) == {"hidden_size": 8, "num_layers": 2}
+    assert spec.policy_kwargs_for("gru", kwargs) == {"hidden_size": 8, "num_layers": 2, "dropout": 0.1}
 
 
 def test_default_save_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,4 +329,4 @@ def test_value_parsing() -> None:
         "a": 7e-4, "b": [64, 64], "c": True, "d": "nn.ReLU", "e": {"x": 1}}  # fmt: skip
     assert common.vecnormalize_path("r/model.zip").name == "model_vecnormalize.pkl"
     assert common.vecnormalize_path("r/checkpoints/model_60_steps.zip").name == "model_vecnormalize_60_steps.pkl"
-    assert common.to_schedule("lin_1e-3")(0.5) == pytest.approx(5e-4)
+    assert spec.to_schedule("lin_1e-3")(0.5) == pytest.approx(5e-4)
