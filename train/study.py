@@ -24,8 +24,8 @@ runs only inside ``Study.optimize``, which samples trials where a grid needs eac
 
 The same folder-based resume as before holds: a cell whose run folder holds a finished run is kept (and recorded
 in the study, so that workers elsewhere skip it too), a folder with an unfinished run that no live trial is
-training is refused, never overwritten, unless that run stopped before its first save: then the cell is trained
-again, its leftovers archived in the folder by the run (as ``--resume`` on such a folder says).
+training is refused, never overwritten, unless that run stopped before its first save (nothing to resume, as
+``--resume`` on it says): then its folder is moved to ``OUT_DIR/.retried/`` and the cell trained again.
 """
 
 from __future__ import annotations
@@ -327,8 +327,8 @@ class GridWorker:
                 )
             running = any(t.state == TrialState.RUNNING for t in trials[cell])
             folder = run.save_dir
-            # A run that stopped before its first save is trained again (the run archives its leftovers), as
-            # --resume on it would say; one with a saved state is the user's to resume.
+            # A run that stopped before its first save has nothing to resume: its cell is trained again (start()
+            # moves the folder to .retried/); one with a saved state is the user's to resume.
             unfinished = folder.exists() and any(folder.iterdir()) and not finished(folder)
             if not running and unfinished and not safety.never_saved(folder):
                 raise CLIError(
@@ -424,7 +424,9 @@ class GridWorker:
         run = self.cells[cell]
         number = self.storage.get_trial_number_from_id(trial_id)
         if run.save_dir.exists() and any(run.save_dir.iterdir()) and not finished(run.save_dir):
-            self.archive(run, number)
+            # check() let through only a dead worker's attempt or a run that stopped before its first save.
+            never_saved = safety.never_saved(run.save_dir)
+            self.archive(run, number, "stopped before its first save" if never_saved else "lost its worker")
         run.save_dir.parent.mkdir(parents=True, exist_ok=True)
         process = start_process(run.command, run.log)
         self.active.append(_Active(run, cell, trial_id, number, process))
@@ -432,14 +434,14 @@ class GridWorker:
         self.started += 1
         print(f"started  {run.save_dir}  (log: {run.log})", flush=True)
 
-    def archive(self, run: GridRun, number: int) -> None:
-        """Move a dead attempt's folder and log under ``OUT_DIR/.retried/`` (never deleted)."""
+    def archive(self, run: GridRun, number: int, why: str = "lost its worker") -> None:
+        """Move an earlier attempt's folder and log under ``OUT_DIR/.retried/`` (never deleted)."""
         target = self.out_dir / RETRIED_DIR / f"{cell_name(run, self.out_dir)}.before-trial{number}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(run.save_dir), str(target))
         if run.log.exists():
             shutil.move(str(run.log), str(target.with_name(target.name + ".log")))
-        print(f"{run.save_dir}: an earlier attempt's worker died; its folder moved to {target}", flush=True)
+        print(f"{run.save_dir}: an earlier attempt {why}; its folder moved to {target}", flush=True)
 
     def reap(self) -> None:
         """Tell the outcome of the training processes that ended; beat for the others."""
