@@ -449,7 +449,9 @@ class GridWorker:
             returncode = entry.process.poll()
             if returncode is None:
                 if time.monotonic() - entry.last_beat >= self.heartbeat_interval and not self.beat(entry):
-                    entry.process.terminate()  # another worker retries the cell: this attempt must stop
+                    # Another worker retries the cell: this attempt must stop, and without the save a run makes on
+                    # SIGTERM, which would land in the folder that is now the other attempt's.
+                    entry.process.kill()
                     entry.process.wait()
                     self.active.remove(entry)
                     print(f"{entry.run.save_dir}: taken over by another worker (no heartbeat came through)")
