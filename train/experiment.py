@@ -4,7 +4,9 @@
 learning, its files and its summary, after the manner of rl-zoo3's ``ExperimentManager``. A run folder holds
 ``config.yml`` (written by :meth:`Experiment.write_config` only: when training starts, so that an interrupted run
 can be resumed, and with the result at the end), ``model.zip``, ``best_model.zip``, ``evaluations.npz``,
-``checkpoints/`` and, when the run normalises, ``*_vecnormalize*.pkl`` beside each model.
+``checkpoints/`` and, when the run normalises, ``*_vecnormalize*.pkl`` beside each model. Every one of them is
+written to a temporary name and renamed (:mod:`fw_agents.atomic`), so a kill at any instant leaves the previous
+version whole; what ``--resume`` continues from and how a run stops are :mod:`train.safety`'s.
 """
 
 from __future__ import annotations
