@@ -189,7 +189,7 @@ def never_saved(run_dir: Path) -> bool:
     try:
         config = _run_config(run_dir)
     except CLIError:
-        return False  # an unreadable config: not ours to judge; check_save_dir_free's message applies
+        return False  # an unreadable config: not ours to judge; spec.check_save_dir's message applies
     return (
         "result" not in config
         and not (run_dir / common.MODEL_NAME).exists()

@@ -27,7 +27,7 @@ from sb3_contrib import RecurrentPPO
 from fw_agents.a2c import RecurrentA2C
 from tests.train.test_cli import CATCH, bad, run_config, tiny
 from train import a2c, evaluate, ppo, runs, safety
-from train.common import CLIError
+from train.argtypes import CLIError
 from train.safety import ARCHIVE_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
