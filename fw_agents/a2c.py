@@ -35,6 +35,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from fw_agents.nonfinite import NonFiniteError
 from fw_agents.policies import RecurrentMemoryActorCriticPolicy, policy_kwargs_for_class
 from fw_agents.predict_guard import StatelessPredictGuard
 from fw_agents.registry import POLICY_ALIASES
@@ -107,8 +108,9 @@ def _named_observations(observations: np.ndarray | dict[str, np.ndarray]) -> dic
 
 
 def _check_finite(arrays: dict[str, np.ndarray], where: str) -> None:
-    """ValueError naming the first non-finite entry of ``arrays`` (each ``(n_steps, n_envs, ...)``): its source, env
-    and step, and how to find what produces it. Integer arrays cannot hold a NaN and are skipped."""
+    """NonFiniteError (a ValueError) naming the first non-finite entry of ``arrays`` (each ``(n_steps, n_envs,
+    ...)``): its source, env and step, and how to find what produces it. Integer arrays cannot hold a NaN and are
+    skipped."""
     for source, array in arrays.items():
         if not np.issubdtype(array.dtype, np.floating):
             continue
@@ -116,7 +118,7 @@ def _check_finite(arrays: dict[str, np.ndarray], where: str) -> None:
         if not finite.all():
             step, env = np.argwhere(~finite)[0]
             at = f"env {env}, step {step} of this rollout" if array.shape[0] > 1 else f"env {env}"
-            raise ValueError(
+            raise NonFiniteError(
                 f"RecurrentA2C: a non-finite {source} {where} ({at}); training on it would make every parameter "
                 "NaN, so no parameter was updated with it. Wrap the env in "
                 "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find the step that "
@@ -378,11 +380,12 @@ class RecurrentA2C(OnPolicyAlgorithm):
         # One host sync (the .item() calls below make them anyway): a NaN loss would make every gradient, and
         # after the step every parameter, NaN, and learn() would still finish normally.
         if not th.isfinite(loss).item():
-            raise ValueError(
+            raise NonFiniteError(
                 f"RecurrentA2C: the loss is {loss.item()} (policy {policy_loss.item()}, value {value_loss.item()}, "
                 f"entropy {entropy_loss.item()}) although the rollout's observations and rewards are finite; no "
                 "parameter was updated. Check the policy's outputs and the learning rate, or wrap the env in "
-                "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find where it starts."
+                "stable_baselines3.common.vec_env.VecCheckNan(env, raise_exception=True) to find where it starts.",
+                diverged=True,
             )
         self.policy.optimizer.zero_grad()
         loss.backward()
@@ -400,7 +403,7 @@ class RecurrentA2C(OnPolicyAlgorithm):
             self.logger.record("train/std", th.exp(self.policy.log_std).mean().item())
 
     def _check_rollout_finite(self) -> None:
-        """ValueError naming the first non-finite reward or observation of the rollout (its env and step), before
+        """NonFiniteError naming the first non-finite reward or observation of the rollout (its env and step), before
         any of it reaches a gradient. numpy's isfinite over the buffer's arrays: cheap, once per rollout."""
         buffer = self.rollout_buffer
         _check_finite({"reward": buffer.rewards, **_named_observations(buffer.observations)}, "in the rollout")

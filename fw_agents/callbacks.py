@@ -3,8 +3,9 @@
 * :class:`MemoryStatsCallback` logs, for fast-weights policies, the size of the fast-weight memory
   (``memory/fast_weights_norm``: mean Frobenius norm ‖A‖) and how much the fast weights contribute next to
   the slow weights (``memory/fast_slow_ratio``: mean ‖A h‖ / ‖W h + C x‖).
-* :class:`RunConfigCallback` writes a run's configuration as YAML and as TensorBoard text.
-* :class:`SaveVecNormalizeCallback` saves ``VecNormalize`` statistics next to a model (e.g. the best one).
+* :class:`RunConfigCallback` writes a run's configuration as YAML (atomically) and as TensorBoard text.
+* :class:`SaveVecNormalizeCallback` saves ``VecNormalize`` statistics next to a model (e.g. the best one),
+  atomically.
 
 All work with any algorithm that keeps its live memory state in ``_last_lstm_states``, its observations in
 ``_last_obs`` and ``_last_episode_starts``, and updates them after calling ``on_step`` (sb3-contrib's
@@ -22,6 +23,8 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
 from stable_baselines3.common.utils import obs_as_tensor
+
+from fw_agents import atomic
 
 
 class MemoryStatsCallback(BaseCallback):
@@ -155,8 +158,7 @@ class RunConfigCallback(BaseCallback):
         self.config["tensorboard_dir"] = self.logger.get_dir() if _tensorboard_writer(self.logger) else None
         text = yaml.safe_dump(self.config, sort_keys=False)
         if self.path is not None:
-            with open(self.path, "w", encoding="utf-8") as file:
-                file.write(text)
+            atomic.write_text(self.path, text)  # a kill while writing leaves the previous version whole
         writer = _tensorboard_writer(self.logger)
         if writer is not None:
             # Indented by four spaces: TensorBoard renders text as Markdown, and this keeps it a code block.
@@ -181,7 +183,7 @@ class SaveVecNormalizeCallback(BaseCallback):
     def _on_step(self) -> bool:
         vec_normalize = self.model.get_vec_normalize_env()
         if vec_normalize is not None:
-            vec_normalize.save(str(self.path))
+            atomic.save_vecnormalize(vec_normalize, self.path)
             if self.verbose >= 1:
                 print(f"Saving VecNormalize to {self.path}")
         return True

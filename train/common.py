@@ -13,6 +13,7 @@ import importlib.metadata
 import pickle
 import platform
 import re
+import signal
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from fw_agents.nonfinite import first_non_finite_parameter
 from fw_agents.registry import get_memory
 from train.argtypes import CLIError, OneLineArgumentParser, check_int
 
@@ -56,7 +58,8 @@ def run_cli(
     parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int], argv: Sequence[str] | None
 ) -> int:
     """Parse ``argv``, pin torch's threads, run ``command``: the one error style of every command line. A
-    :class:`CLIError` is one line ``prog: error: …`` on stderr and exit status 2; Ctrl-C is exit status 130."""
+    :class:`CLIError` is one line ``prog: error: …`` on stderr and exit status 2; Ctrl-C is exit status 130
+    (SIGTERM, raised as ``KeyboardInterrupt`` by a training run, 143)."""
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # usage errors (status 2) and --help (0), returned rather than raised
@@ -67,8 +70,8 @@ def run_cli(
     except CLIError as error:
         print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as interrupt:  # 128 + the signal's number, as a shell reports it: 130, 143 (SIGTERM)
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
 # ----------------------------------------------------------------------------------------------- values, YAML
@@ -271,6 +274,12 @@ def load_run_model(
         venv.close()
         message = " ".join(str(error).split()) or type(error).__name__
         raise CLIError(f"cannot load {algo_class.__name__} model {model_path}: {message}") from None
+    name = first_non_finite_parameter(model.policy)
+    if name is not None:  # earlier versions could save a model after training diverged
+        venv.close()
+        raise CLIError(
+            f"{model_path} holds non-finite parameters ({name}): its training diverged; use an earlier checkpoint"
+        )
     return model, venv
 
 

@@ -4,7 +4,9 @@
 learning, its files and its summary, after the manner of rl-zoo3's ``ExperimentManager``. A run folder holds
 ``config.yml`` (written by :meth:`Experiment.write_config` only: when training starts, so that an interrupted run
 can be resumed, and with the result at the end), ``model.zip``, ``best_model.zip``, ``evaluations.npz``,
-``checkpoints/`` and, when the run normalises, ``*_vecnormalize*.pkl`` beside each model.
+``checkpoints/`` and, when the run normalises, ``*_vecnormalize*.pkl`` beside each model. Every one of them is
+written to a temporary name and renamed (:mod:`fw_agents.atomic`), so a kill at any instant leaves the previous
+version whole; what ``--resume`` continues from and how a run stops are :mod:`train.safety`'s.
 """
 
 from __future__ import annotations
@@ -19,39 +21,40 @@ from typing import Any
 import numpy as np
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.utils import configure_logger
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
-from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback, SaveVecNormalizeCallback
-from train import common
+from fw_agents import atomic
+from fw_agents.atomic import AtomicCheckpointCallback, AtomicEvalCallback
+from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback
+from fw_agents.nonfinite import CheckFiniteVecEnv, FiniteParametersCallback, NonFiniteError
+from train import common, safety
 from train.argtypes import CLIError
 from train.spec import RunSpec
 
 
 def save_model(model: BaseAlgorithm, save_dir: Path) -> Path:
-    """``model.zip``, and ``model_vecnormalize.pkl`` if the env is normalised."""
+    """``model.zip``, and ``model_vecnormalize.pkl`` if the env is normalised, each written atomically; a
+    :class:`~fw_agents.nonfinite.NonFiniteError` (nothing written) if the model is not finite."""
     model_path = save_dir / common.MODEL_NAME
-    model.save(str(model_path))
-    vec_normalize = model.get_vec_normalize_env()
-    if vec_normalize is not None:
-        vec_normalize.save(str(common.vecnormalize_path(model_path)))
+    atomic.save_with_statistics(model, model_path, common.vecnormalize_path(model_path))
     return model_path
 
 
 def restore_evaluations(callback: EvalCallback, save_dir: Path, num_timesteps: int) -> None:
-    """Reload a resumed run's earlier evaluations, so that ``evaluations.npz`` keeps its history and
-    ``best_model.zip`` is only replaced by a better model than the run's best so far."""
-    path = save_dir / "evaluations.npz"
-    if not path.exists():
+    """Reload a resumed run's evaluations up to ``num_timesteps``, so that ``evaluations.npz`` keeps its history
+    and ``best_model.zip`` is only replaced by a better model than the run's best so far. A damaged file (earlier
+    versions wrote it in place) is set aside with a warning (:func:`safety.read_evaluations`)."""
+    arrays = safety.read_evaluations(save_dir / safety.EVALUATIONS_NAME)
+    if arrays is None:
         return
-    with np.load(path) as data:
-        keep = data["timesteps"] <= num_timesteps
-        callback.evaluations_timesteps = data["timesteps"][keep].tolist()
-        callback.evaluations_results = data["results"][keep].tolist()
-        callback.evaluations_length = data["ep_lengths"][keep].tolist()
-        if "successes" in data and len(data["successes"]) == len(keep):
-            callback.evaluations_successes = data["successes"][keep].tolist()
+    arrays = safety.evaluations_up_to(arrays, num_timesteps)
+    callback.evaluations_timesteps = arrays["timesteps"].tolist()
+    callback.evaluations_results = arrays["results"].tolist()
+    callback.evaluations_length = arrays["ep_lengths"].tolist()
+    if "successes" in arrays and len(arrays["successes"]) == len(arrays["timesteps"]):
+        callback.evaluations_successes = arrays["successes"].tolist()
     if callback.evaluations_results:
         callback.best_mean_reward = max(float(np.mean(r)) for r in callback.evaluations_results)
 
@@ -59,17 +62,19 @@ def restore_evaluations(callback: EvalCallback, save_dir: Path, num_timesteps: i
 def make_callbacks(
     spec: RunSpec, config: dict[str, Any], eval_env: VecEnv, log_interval: int, resumed_at: int | None
 ) -> list[BaseCallback]:
-    """The config as TensorBoard text, memory statistics, checkpoints, and evaluations with the best model kept."""
+    """The config as TensorBoard text, memory statistics, a stop on non-finite parameters, checkpoints, and
+    evaluations with the best model kept (every file written atomically)."""
     save_dir, n_envs, n_timesteps = spec.save_dir, spec.hyperparams["n_envs"], spec.n_timesteps
     callbacks: list[BaseCallback] = [
         RunConfigCallback(config, path=None),
         MemoryStatsCallback(every_n_rollouts=log_interval),
+        FiniteParametersCallback(),
     ]
     checkpoint_freq = n_timesteps // 5 if spec.checkpoint_freq is None else spec.checkpoint_freq
     if checkpoint_freq > 0:
         # SB3 counts callback calls, one per vectorised step: n_envs env steps each.
         callbacks.append(
-            CheckpointCallback(
+            AtomicCheckpointCallback(
                 max(checkpoint_freq // n_envs, 1),
                 str(save_dir / "checkpoints"),
                 name_prefix="model",
@@ -79,14 +84,13 @@ def make_callbacks(
         )
     eval_freq = n_timesteps // 10 if spec.eval_freq is None else spec.eval_freq
     if eval_freq > 0:
-        evaluation = EvalCallback(
+        evaluation = AtomicEvalCallback(
             eval_env,
             n_eval_episodes=spec.eval_episodes,
             eval_freq=max(eval_freq // n_envs, 1),
             log_path=str(save_dir),
             best_model_save_path=str(save_dir),
             deterministic=True,
-            callback_on_new_best=SaveVecNormalizeCallback(common.vecnormalize_path(save_dir / common.BEST_MODEL_NAME)),
             verbose=spec.verbose,
         )
         if resumed_at is not None:
@@ -103,7 +107,9 @@ class Experiment:
     """Sets up, trains, saves and evaluates the run of ``spec`` (a new run, or ``spec.resume``'s).
 
     ``run()`` does it all and returns the run's config (as written to ``config.yml``, with its ``result``); the
-    trained model is then :attr:`model`. Ctrl-C saves ``model.zip`` (resumable) and is re-raised.
+    trained model is then :attr:`model`. Ctrl-C and SIGTERM save ``model.zip`` (resumable) and are re-raised (as
+    ``KeyboardInterrupt``); a non-finite observation, reward or parameter stops the run with a :class:`CLIError`
+    naming it, and nothing non-finite is saved.
     """
 
     def __init__(self, spec: RunSpec) -> None:
@@ -131,10 +137,14 @@ class Experiment:
         Everything that can refuse the spec runs before anything is written."""
         spec = self.spec
         env_seed = self._make_model() if spec.resume is None else self._load_model()
-        self.eval_env = spec.make_env(
-            min(max(spec.eval_episodes, spec.final_eval_episodes), 16), env_seed + 10_000, False
+        # Checked like the training env (sync_envs_normalization walks both wrapper stacks side by side).
+        self.eval_env = CheckFiniteVecEnv(
+            spec.make_env(min(max(spec.eval_episodes, spec.final_eval_episodes), 16), env_seed + 10_000, False),
+            "evaluation env",
+            start_timestep=None,
         )
-        spec.save_dir.mkdir(parents=True, exist_ok=True)
+        # The folder, with what the spec planned to set aside (a never-saved run's leftovers, --archive-newer).
+        safety.prepare_run_dir(spec.save_dir, spec.archive)
         # The logger is made here rather than in learn(), so that config.yml can name its TensorBoard folder from
         # the start; same folder as SB3 would choose (<run folder name>_<n>, the last one when resuming).
         logger = configure_logger(spec.verbose, spec.tensorboard_log, spec.save_dir.name, self.resumed_at is None)
@@ -148,7 +158,8 @@ class Experiment:
         """A new model on a new env; returns the env seed."""
         spec = self.spec
         params = spec.hyperparams
-        self.venv = spec.make_env(params["n_envs"], spec.seed)
+        # A non-finite observation or reward stops training, naming the env and step.
+        self.venv = CheckFiniteVecEnv(spec.make_env(params["n_envs"], spec.seed))
         policy_alias, policy_class = common.select_policy(
             spec.policy, self.venv.observation_space, self.venv.action_space
         )
@@ -177,7 +188,7 @@ class Experiment:
         """The model to continue, on an env with its normalisation; returns the env seed."""
         spec = self.spec
         self.config = dict(spec.run_config or common.load_yaml(spec.save_dir / common.CONFIG_NAME, "run config"))
-        self.model, self.venv = common.load_run_model(
+        self.model, venv = common.load_run_model(
             spec.resume,
             spec.algo,
             spec.gym_id,
@@ -189,6 +200,8 @@ class Experiment:
             verbose=spec.verbose,
         )
         self.resumed_at = self.model.num_timesteps
+        self.venv = CheckFiniteVecEnv(venv, start_timestep=self.resumed_at)
+        self.model.set_env(self.venv)
         # Another env seed than the run's start (set_random_seed seeds the envs too), so that a resumed run does
         # not replay its first episodes; SB3's load resets the envs when learning starts.
         env_seed = spec.seed + self.resumed_at
@@ -206,14 +219,13 @@ class Experiment:
         return max(1, round(self.spec.n_timesteps / (self.model.n_steps * self.model.n_envs) / 100))
 
     def write_config(self) -> None:
-        """``config.yml``: the one writer of it."""
-        text = yaml.safe_dump(self.config, sort_keys=False)
-        (self.spec.save_dir / common.CONFIG_NAME).write_text(text, encoding="utf-8")
+        """``config.yml``: the one writer of it (atomically: a kill leaves the previous version whole)."""
+        atomic.write_text(self.spec.save_dir / common.CONFIG_NAME, yaml.safe_dump(self.config, sort_keys=False))
 
     # ------------------------------------------------------------------------------------------- learn
     def learn(self) -> float:
-        """Train for the spec's steps; returns the wall time. Ctrl-C saves the model, says how to continue, and is
-        re-raised."""
+        """Train for the spec's steps; returns the wall time. Ctrl-C or SIGTERM saves the model, says how to
+        continue, and is re-raised; a non-finite value is a :class:`CLIError` naming it."""
         spec, model = self.spec, self.model
         progress_bar = spec.progress_bar
         if progress_bar:
@@ -223,36 +235,46 @@ class Experiment:
             warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)
         start = time.perf_counter()
         try:
-            model.learn(
-                spec.n_timesteps,
-                callback=self.callbacks,
-                log_interval=self.log_interval,
-                reset_num_timesteps=self.resumed_at is None,
-                progress_bar=progress_bar,
-            )
-        except KeyboardInterrupt:
-            save_model(model, spec.save_dir)  # what there is, so that the run can be resumed
-            print(
-                f"interrupted at step {model.num_timesteps}; saved {spec.save_dir / common.MODEL_NAME}; continue "
-                f"with python -m train.{spec.algo} --resume {spec.save_dir}",
-                file=sys.stderr,
-            )
+            with safety.sigterm_as_interrupt():  # a scheduler's SIGTERM saves like Ctrl-C
+                model.learn(
+                    spec.n_timesteps,
+                    callback=self.callbacks,
+                    log_interval=self.log_interval,
+                    reset_num_timesteps=self.resumed_at is None,
+                    progress_bar=progress_bar,
+                )
+        except KeyboardInterrupt as interrupt:
+            self._save_interrupted(interrupt)
             raise
-        except ValueError as error:
-            # torch.distributions rejects NaN logits: the weights diverged. A user's setting, not a bug of ours.
-            if "nan" not in str(error):
-                raise
-            raise CLIError(
-                f"training diverged at step {model.num_timesteps} (the policy's outputs became NaN); lower the "
-                f"learning rate or max_grad_norm, or keep layer_norm on. Checkpoints saved before: {spec.save_dir}"
-            ) from None
+        except ValueError as error:  # a non-finite value: one line naming it and the newest intact state
+            raise safety.stop_error(error, model, spec.save_dir, spec.algo) from None
         return time.perf_counter() - start
+
+    def _save_interrupted(self, interrupt: KeyboardInterrupt) -> None:
+        """Save what there is after Ctrl-C or SIGTERM, so that the run can be resumed (unless it is not finite)."""
+        spec, model = self.spec, self.model
+        what = "terminated (SIGTERM)" if isinstance(interrupt, safety.Terminated) else "interrupted"
+        with safety.signals_ignored():  # a second signal while saving would stop the save
+            try:
+                model_path = save_model(model, spec.save_dir)
+            except NonFiniteError as problem:
+                note = safety.newest_note(spec.save_dir, spec.algo)
+                print(f"{what} at step {model.num_timesteps}; {problem}; {note}", file=sys.stderr)
+            else:
+                print(
+                    f"{what} at step {model.num_timesteps}; saved {model_path}; continue with "
+                    f"python -m train.{spec.algo} --resume {spec.save_dir}",
+                    file=sys.stderr,
+                )
 
     # ------------------------------------------------------------------------------------------- finish
     def finish(self, wall_time: float) -> dict[str, Any]:
         """Save the model, run the final evaluation, record the result in ``config.yml`` and print a summary."""
         spec = self.spec
-        model_path = save_model(self.model, spec.save_dir)
+        try:
+            model_path = save_model(self.model, spec.save_dir)
+        except NonFiniteError as error:  # the last update diverged: the last good checkpoint stays the newest
+            raise safety.stop_error(error, self.model, spec.save_dir, spec.algo) from None
         final = None
         if spec.final_eval_episodes:
             sync_envs_normalization(self.venv, self.eval_env)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from train import common
+from train import common, safety
 from train.argtypes import CLIError
 
 #: Hyperparameters that do not make two runs different variants (the budget only).
@@ -44,6 +44,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
                 config.parent
                 for config in path.rglob(common.CONFIG_NAME)
                 if not any(part.startswith(".") for part in config.relative_to(path).parts)
+                and not safety.is_archive(config.parent)  # a run's archived files are not a run of their own
             )
         )
         if not found:

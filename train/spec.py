@@ -39,7 +39,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 
 from fw_agents.registry import get_memory, memory_names
-from train import common
+from train import common, safety
 from train.argtypes import MAX_SEED, CLIError, check_int, check_number, check_output_path
 
 HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
@@ -331,8 +331,16 @@ def default_save_dir(root: str | Path, algo: str, env_id: str, policy: str, seed
     return Path(root) / f"{algo}-{env_id.replace('/', '_').replace(':', '_')}-{policy}-s{seed}"
 
 
-def check_save_dir_free(save_dir: Path) -> None:
-    """Refuse a folder that already holds something: a run is never overwritten."""
+def check_save_dir(save_dir: Path) -> safety.Archive | None:
+    """For a new run: refuse a folder that already holds something (a run is never overwritten), except one left
+    by a run that stopped before its first save, whose leftovers are archived when the new run starts (the returned
+    plan, applied by the :class:`~train.experiment.Experiment`). A folder holding only archives is free."""
+    if save_dir.is_dir():
+        entries = sorted(path for path in save_dir.iterdir() if not safety.is_archive(path))
+        if not entries:
+            return None
+        if safety.never_saved(save_dir):
+            return safety.Archive(save_dir, "the leftovers of a run that stopped before its first save", entries)
     if save_dir.exists() and (not save_dir.is_dir() or any(save_dir.iterdir())):
         hint = (
             f"continue it with --resume {save_dir}"
@@ -340,6 +348,7 @@ def check_save_dir_free(save_dir: Path) -> None:
             else "it is not a run folder"
         )
         raise CLIError(f"{save_dir} is not empty ({hint}); choose another --save-dir or remove it first")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- the spec
@@ -359,6 +368,10 @@ class RunSpec:
     :param checkpoint_freq: env steps between checkpoints (None: 1/5 of the run; 0: none).
     :param log_interval: rollouts between log dumps (None: about 100 dumps per run).
     :param resume: a model of a run to continue (set by :meth:`resumed`, with ``run_config``).
+    :param archive_newer: with ``resume``, an older model or checkpoint of a run that has later ones: move the later
+        files into ``RUN/archive-<time>/`` and continue from it (refused otherwise).
+    :param archive: files to set aside when training starts (planned by :meth:`resumed` with ``archive_newer``, or
+        by the save-dir check for a run that never saved); nothing is moved before then.
     """
 
     algo: str = "a2c"
@@ -381,6 +394,8 @@ class RunSpec:
     verbose: int = 1
     command: str | None = None
     resume: Path | None = None
+    archive_newer: bool = False
+    archive: safety.Archive | None = field(default=None, repr=False)
     run_config: dict[str, Any] | None = field(default=None, repr=False)
     #: The registered id (``env_id`` without its ``module:`` part), set on checking.
     gym_id: str = field(init=False, repr=False)
@@ -419,8 +434,10 @@ class RunSpec:
             self.save_dir = default_save_dir("runs", self.algo, self.env_id, self.policy, self.seed)
         self.save_dir = Path(self.save_dir)
         if self.resume is None:
+            if self.archive_newer:
+                raise CLIError("--archive-newer only applies with --resume (of an older model or checkpoint of a run)")
             check_output_path(self.save_dir, "--save-dir", "folder")
-            check_save_dir_free(self.save_dir)
+            self.archive = check_save_dir(self.save_dir)  # a run that stopped before its first save may run again
         if self.tensorboard_log is not None:
             check_output_path(self.tensorboard_log, "--tensorboard-log", "folder")
 
@@ -488,13 +505,24 @@ class RunSpec:
         return cls(algo=algo, env_id=env_id, policy=policy, hyperparams=params, hyperparams_sources=sources, **options)
 
     @classmethod
-    def resumed(cls, path: str | Path, algo: str, total_timesteps: int | None = None, **options: Any) -> RunSpec:
-        """Continue the run of ``path`` (its folder, ``model.zip`` or a checkpoint) with its own settings.
+    def resumed(
+        cls,
+        path: str | Path,
+        algo: str,
+        total_timesteps: int | None = None,
+        archive_newer: bool = False,
+        **options: Any,
+    ) -> RunSpec:
+        """Continue the run of ``path`` with its own settings: a run folder continues from its newest intact state
+        (``model.zip`` or a checkpoint), a model file from that file (said on stdout, :func:`safety.resume_target`).
 
+        :param archive_newer: continue from an older model or checkpoint of a run that has later ones, moving the
+            later files into ``RUN/archive-<time>/`` when training starts (refused otherwise).
         :param options: the fields that do not change the model (``device``, ``eval_freq``, …); ``eval_episodes``
             must be the run's, so that ``evaluations.npz`` stays one array.
         """
-        model_path = common.locate_model(path)
+        target = safety.resume_target(path, archive_newer)
+        model_path = target.model_path
         config_path = common.find_run_config(model_path)
         if config_path is None:
             raise CLIError(f"no {common.CONFIG_NAME} next to {model_path}: only runs made by these CLIs can be resumed")
@@ -516,6 +544,6 @@ class RunSpec:
             algo, config["env_id"], config["policy"], config["seed"], hyperparams, config.get("hyperparams_sources"),
             total_timesteps, save_dir=config_path.parent,  # where the run is now, wherever it was made
             tensorboard_log=config.get("tensorboard_log"), eval_episodes=eval_episodes, resume=model_path,
-            run_config=config,
+            archive_newer=archive_newer, archive=target.archive, run_config=config,
             **options,
         )  # fmt: skip

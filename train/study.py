@@ -23,8 +23,9 @@ runs only inside ``Study.optimize``, which samples trials where a grid needs eac
 ``train.tune`` does use it (see there).
 
 The same folder-based resume as before holds: a cell whose run folder holds a finished run is kept (and recorded
-in the study, so that workers elsewhere skip it too), and a folder with an unfinished run that no live trial is
-training is refused, never overwritten.
+in the study, so that workers elsewhere skip it too), a folder with an unfinished run that no live trial is
+training is refused, never overwritten, unless that run stopped before its first save (nothing to resume, as
+``--resume`` on it says): then its folder is moved to ``OUT_DIR/.retried/`` and the cell trained again.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from train import common
+from train import common, safety
 from train.argtypes import CLIError, positive_float
 
 #: The embedded storage, in the grid's (or tuner's) output folder: Optuna's journal file, safe for several
@@ -326,7 +327,10 @@ class GridWorker:
                 )
             running = any(t.state == TrialState.RUNNING for t in trials[cell])
             folder = run.save_dir
-            if not running and folder.exists() and any(folder.iterdir()) and not finished(folder):
+            # A run that stopped before its first save has nothing to resume: its cell is trained again (start()
+            # moves the folder to .retried/); one with a saved state is the user's to resume.
+            unfinished = folder.exists() and any(folder.iterdir()) and not finished(folder)
+            if not running and unfinished and not safety.never_saved(folder):
                 raise CLIError(
                     f"{folder} holds an unfinished run; resume it with python -m train.{run.algo} --resume "
                     f"{folder}, or move it away"
@@ -420,7 +424,9 @@ class GridWorker:
         run = self.cells[cell]
         number = self.storage.get_trial_number_from_id(trial_id)
         if run.save_dir.exists() and any(run.save_dir.iterdir()) and not finished(run.save_dir):
-            self.archive(run, number)
+            # check() let through only a dead worker's attempt or a run that stopped before its first save.
+            never_saved = safety.never_saved(run.save_dir)
+            self.archive(run, number, "stopped before its first save" if never_saved else "lost its worker")
         run.save_dir.parent.mkdir(parents=True, exist_ok=True)
         process = start_process(run.command, run.log)
         self.active.append(_Active(run, cell, trial_id, number, process))
@@ -428,14 +434,14 @@ class GridWorker:
         self.started += 1
         print(f"started  {run.save_dir}  (log: {run.log})", flush=True)
 
-    def archive(self, run: GridRun, number: int) -> None:
-        """Move a dead attempt's folder and log under ``OUT_DIR/.retried/`` (never deleted)."""
+    def archive(self, run: GridRun, number: int, why: str = "lost its worker") -> None:
+        """Move an earlier attempt's folder and log under ``OUT_DIR/.retried/`` (never deleted)."""
         target = self.out_dir / RETRIED_DIR / f"{cell_name(run, self.out_dir)}.before-trial{number}"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(run.save_dir), str(target))
         if run.log.exists():
             shutil.move(str(run.log), str(target.with_name(target.name + ".log")))
-        print(f"{run.save_dir}: an earlier attempt's worker died; its folder moved to {target}", flush=True)
+        print(f"{run.save_dir}: an earlier attempt {why}; its folder moved to {target}", flush=True)
 
     def reap(self) -> None:
         """Tell the outcome of the training processes that ended; beat for the others."""
@@ -443,7 +449,9 @@ class GridWorker:
             returncode = entry.process.poll()
             if returncode is None:
                 if time.monotonic() - entry.last_beat >= self.heartbeat_interval and not self.beat(entry):
-                    entry.process.terminate()  # another worker retries the cell: this attempt must stop
+                    # Another worker retries the cell: this attempt must stop, and without the save a run makes on
+                    # SIGTERM, which would land in the folder that is now the other attempt's.
+                    entry.process.kill()
                     entry.process.wait()
                     self.active.remove(entry)
                     print(f"{entry.run.save_dir}: taken over by another worker (no heartbeat came through)")

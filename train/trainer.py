@@ -45,7 +45,13 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
     )
     add("--tensorboard-log", default="runs", metavar="DIR", help="TensorBoard root, 'none' to disable (default: runs)")
     add("--save-dir", metavar="DIR", help="run folder, new or empty (default: runs/<algo>-<env>-<policy>-s<seed>)")
-    add("--resume", metavar="PATH", help="continue a run (its folder, model.zip, or a checkpoint)")
+    add("--resume", metavar="PATH", help="continue a run (its folder: newest intact state; model.zip; a checkpoint)")
+    add(
+        "--archive-newer",
+        action="store_true",
+        help="with --resume of an older model or checkpoint of a run that has later ones: move the later files "
+        "into RUN/archive-<time>/ (nothing is deleted) and continue from the older state",
+    )
     add("--eval-freq", type=int, metavar="N", help="env steps between evaluations (default: 1/10 of the run; 0: none)")
     add("--eval-episodes", type=int, metavar="N", help="episodes per periodic evaluation (default: 20)")
     add("--final-eval-episodes", type=int, default=100, metavar="N", help="of the final evaluation (default: 100)")
@@ -68,6 +74,7 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
         log_interval=args.log_interval,
         progress_bar=sys.stderr.isatty() if args.progress_bar is None else args.progress_bar,
         verbose=args.verbose,
+        archive_newer=args.archive_newer,
         command=shlex.join(["python", "-m", f"train.{algo}", *(sys.argv[1:] if argv is None else argv)]),
     )
     if args.resume:

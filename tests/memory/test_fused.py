@@ -1,12 +1,15 @@
 """The fused op (fw_agents/memory/_fused) against the PyTorch explicit path and finite differences."""
 
 import os
+import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch as th
+from torch.utils import cpp_extension
 
 from fw_agents.memory import FastWeightsRNN, _fused
 from tests.memory.test_fast_weights import F_IN, make_core, random_state, saved_bytes_for_backward
@@ -203,3 +206,18 @@ def test_first_use_builds_in_a_fresh_folder_and_concurrent_builds_are_safe(tmp_p
     for run, (stdout, stderr) in zip(runs, results, strict=True):
         assert run.returncode == 0 and stdout.strip() == "ok", stderr
     assert sum("compiling the fused fast-weights op" in stderr for _, stderr in results) >= 1
+
+
+def test_a_built_op_loads_despite_a_lock_left_by_a_killed_process(tmp_path):
+    """torch's build lock, left by a process killed while holding it (kill -9), made every later process wait
+    forever. A built library is loaded without it: a fresh process with that lock file in its folder gets the op."""
+    name = _fused.extension_name()
+    built = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name / f"{name}.so"
+    (tmp_path / name).mkdir()
+    shutil.copy(built, tmp_path / name / built.name)
+    (tmp_path / name / "lock").touch()  # as a killed process leaves it
+    script = "from fw_agents.memory import _fused\nassert _fused.load() is not None, _fused.load_error()\nprint('ok')\n"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    assert "compiling" not in result.stderr

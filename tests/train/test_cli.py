@@ -114,7 +114,7 @@ def test_resume_continues_step_count(tmp_path: Path) -> None:
         assert list(data["timesteps"]) == [60, 120, 180]
     # Also from a checkpoint.
     checkpoint = run / "checkpoints" / "model_60_steps.zip"
-    assert a2c.main(["--resume", str(checkpoint), *resume[2:]]) == 0
+    assert a2c.main(["--resume", str(checkpoint), *resume[2:], "--archive-newer"]) == 0
     assert run_config(run)["result"]["num_timesteps"] == 120
 
 
@@ -263,7 +263,8 @@ def test_divergence_is_one_line_not_a_traceback(tmp_path: Path, capsys: pytest.C
     """An absurd learning rate without layer norm drives the logits to NaN within a few updates."""
     argv = [*tiny(tmp_path, "run", 3000), "--env", "fw_agents/CartPoleNoVel-v1", "--n-envs", "8",
             "--hparams", "learning_rate=1e5", "--policy-kwargs", "layer_norm=false"]  # fmt: skip
-    bad(a2c.main, argv, capsys, "training diverged at step", "lower the learning rate")
+    bad(a2c.main, argv, capsys, "training diverged", "lower the learning rate", "Training stopped at step")
+    assert not (tmp_path / "run" / "model.zip").exists()  # nothing saved after the divergence
 
 
 def test_unknown_policy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

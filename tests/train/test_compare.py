@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from train import a2c, compare, runs
+from train.experiment import Experiment
+from train.spec import RunSpec
 
 CATCH = "fw_agents/Catch-N16-M3-v0"
 #: A run of a few seconds: evaluations at steps 60 and 120.
@@ -53,6 +55,30 @@ def test_unfinished_run_folder_is_refused_not_overwritten(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unfinished run" in err and "--resume" in err
     assert (tmp_path / "lstm-s0" / "model.zip").read_bytes() == b"a user's model"
+
+
+def test_a_cell_whose_run_stopped_before_its_first_save_is_trained_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a kill before the first save leaves (the folder as set up: config.yml only) has nothing to resume, as
+    --resume on it says: the grid trains the cell again, its leftovers moved to .retried/ (nothing deleted)."""
+    hyperparams = {"n_envs": 2, "n_timesteps": 120, "policy_kwargs": {"hidden_size": 8}}
+    spec = RunSpec(algo="a2c", env_id=CATCH, policy="mlp", hyperparams=hyperparams, save_dir=tmp_path / "mlp-s0",
+                   tensorboard_log=None, verbose=0)  # fmt: skip
+    experiment = Experiment(spec)
+    experiment.setup()
+    experiment.close()
+    leftovers = (tmp_path / "mlp-s0" / "config.yml").read_bytes()
+    assert sorted(path.name for path in (tmp_path / "mlp-s0").iterdir()) == ["config.yml"]
+
+    argv = ["run", "--env", CATCH, "--policies", "mlp", "--seeds", "0", "--out-dir", str(tmp_path), "--", *TINY]
+    assert compare.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "an earlier attempt stopped before its first save" in out and "1 of 1 runs finished" in out
+    assert (tmp_path / "mlp-s0" / "model.zip").is_file()
+    (retried,) = (tmp_path / ".retried").iterdir()
+    assert (retried / "config.yml").read_bytes() == leftovers
+    assert runs.find_runs([tmp_path]) == [tmp_path / "mlp-s0"]  # the moved folder is not a run of the grid
 
 
 @pytest.mark.parametrize(

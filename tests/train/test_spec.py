@@ -86,3 +86,29 @@ def test_spec_refuses_bad_values_with_value_error(tmp_path: Path, change: dict, 
 def test_every_hyperparameter_of_the_algorithms_is_checked(algo_class: type) -> None:
     assert algorithm_arguments(algo_class) <= set(HYPERPARAMETER_CHECKS)
     assert set(SET_BY_THE_RUN) <= set(inspect.signature(algo_class.__init__).parameters)
+
+
+def test_a_resumed_spec_refuses_an_older_checkpoint_unless_asked_to_archive(tmp_path: Path) -> None:
+    """RunSpec.resumed picks the resume target: an older checkpoint of a run with later results is refused, and
+    with archive_newer the later files are planned for RUN/archive-<time>/, moved only when the run starts."""
+    hyperparams = {"n_envs": 2, "n_timesteps": 60, "n_steps": 5, "policy_kwargs": {"hidden_size": 4}}
+    run = tmp_path / "run"
+    options = {**QUICK, "checkpoint_freq": 30}
+    with pytest.raises(ValueError, match="--archive-newer only applies with --resume"):
+        RunSpec(algo="a2c", env_id=CATCH, policy="mlp", hyperparams=hyperparams, save_dir=run, archive_newer=True)
+    new = RunSpec(algo="a2c", env_id=CATCH, policy="mlp", hyperparams=hyperparams, save_dir=run, tensorboard_log=None,
+                  **options)  # fmt: skip
+    Experiment(new).run()
+    checkpoint = run / "checkpoints" / "model_30_steps.zip"
+    with pytest.raises(ValueError, match="later results"):
+        RunSpec.resumed(checkpoint, "a2c", total_timesteps=20, **options)
+
+    before = sorted(path.relative_to(run) for path in run.rglob("*"))
+    spec = RunSpec.resumed(checkpoint, "a2c", total_timesteps=20, archive_newer=True, **options)
+    assert spec.resume == checkpoint and spec.archive is not None
+    assert sorted(path.relative_to(run) for path in run.rglob("*")) == before  # nothing moved while checking
+    config = Experiment(spec).run()
+    assert config["result"]["num_timesteps"] == 50
+    (archive,) = run.glob("archive-*")
+    assert (archive / "checkpoints" / "model_60_steps.zip").is_file() and (archive / "model.zip").is_file()
+    assert RunSpec.resumed(run, "a2c", **options).resume == run / "model.zip"  # now the newest state, at step 50

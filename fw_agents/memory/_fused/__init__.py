@@ -4,8 +4,14 @@ The C++ source (``fast_weights.cpp``, shipped as package data) is compiled with
 :func:`torch.utils.cpp_extension.load` on first use and cached under torch's extension directory
 (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), in a folder named after a hash of the source,
 the flags, torch's and Python's versions, so that an upgrade rebuilds instead of loading a stale library. The
-first use prints the compile time (tens of seconds); later processes load the cached library in well under a second.
-torch's ``load`` holds a file lock in that folder while building, so concurrent first uses are safe.
+first use prints the compile time (tens of seconds); later processes load the cached library directly, in well
+under a second, without torch's build step.
+
+Builds are serialised by an ``fcntl.flock`` on ``build.flock`` in that folder, which the kernel releases when its
+holder dies, so concurrent first uses are safe. torch's own lock (a ``lock`` file that ``cpp_extension.load`` creates
+for every call, even with nothing to build, and on which it waits without a timeout) would be left behind by a
+process killed during the call (``kill -9``) and make every later process hang; it is only taken while building,
+and one older than :data:`STALE_LOCK_SECONDS` found by the holder of the flock is removed as stale.
 
 Where the op cannot run (no compiler, a failed build, a device other than the CPU, a dtype other than float32 or
 float64) :func:`unsupported_reason` says why and the caller falls back to the PyTorch paths, warning once per
@@ -20,6 +26,8 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +40,10 @@ SOURCE = Path(__file__).with_name("fast_weights.cpp")
 CFLAGS = ("-O3", "-march=native", "-fopenmp-simd")
 ACTIVATION_CODES = {"relu": 0, "tanh": 1, "elu": 2, "gelu": 3, "identity": 4}
 DTYPES = (th.float32, th.float64)
+
+#: Age after which torch's ``lock`` file, seen by the holder of our build flock, is taken as left by a killed
+#: process (a build takes well under this, even on a busy machine).
+STALE_LOCK_SECONDS = 300.0
 
 _lock = threading.Lock()
 _module: Any = None
@@ -69,25 +81,59 @@ def load() -> Any:
             root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
             build_dir = Path(root) / name
             build_dir.mkdir(parents=True, exist_ok=True)
-            cached = (build_dir / f"{name}.so").is_file()
-            if not cached:
-                print("compiling the fused fast-weights op (first use, cached)…", file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            cpp_extension.load(
-                name,
-                [str(SOURCE)],
-                extra_cflags=list(CFLAGS),
-                build_directory=str(build_dir),
-                verbose=False,
-                is_python_module=False,  # the source registers torch.ops.fw_agents_fused.* itself
-            )
+            library = build_dir / f"{name}.so"
+            if not _load_library(library):  # none yet, or one left half-written by a killed build
+                with _build_lock(build_dir):
+                    print("compiling the fused fast-weights op (first use, cached)…", file=sys.stderr, flush=True)
+                    start = time.perf_counter()
+                    cpp_extension.load(
+                        name,
+                        [str(SOURCE)],
+                        extra_cflags=list(CFLAGS),
+                        build_directory=str(build_dir),
+                        verbose=False,
+                        is_python_module=False,  # the source registers torch.ops.fw_agents_fused.* itself
+                    )
+                    seconds = time.perf_counter() - start
+                    print(f"compiled the fused fast-weights op in {seconds:.1f} s ({build_dir})", file=sys.stderr)
             _module = th.ops.fw_agents_fused
-            if not cached:
-                seconds = time.perf_counter() - start
-                print(f"compiled the fused fast-weights op in {seconds:.1f} s ({build_dir})", file=sys.stderr)
         except Exception as error:  # no compiler, failed build, unwritable folder: the PyTorch paths still work
             _load_error = f"{type(error).__name__}: {str(error).strip()[-500:]}"
         return _module
+
+
+def _load_library(library: Path) -> bool:
+    """Load a built library (the folder's name is a hash of everything it was built from); False if there is
+    none or it does not load (a build killed while linking)."""
+    if not library.is_file():
+        return False
+    try:
+        th.ops.load_library(str(library))
+    except (OSError, RuntimeError):
+        return False
+    return True
+
+
+@contextmanager
+def _build_lock(build_dir: Path) -> Iterator[None]:
+    """Exclusive right to build in ``build_dir``: an ``fcntl.flock``, released by the kernel if its holder dies.
+    Holding it, a torch ``lock`` file older than :data:`STALE_LOCK_SECONDS` was left by a killed process and is
+    removed; a younger one belongs to a build by code without this lock, which torch's ``load`` waits for."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: torch's lock alone
+        yield
+        return
+    with open(build_dir / "build.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            torch_lock = build_dir / "lock"
+            with suppress(FileNotFoundError):
+                if time.time() - torch_lock.stat().st_mtime > STALE_LOCK_SECONDS:
+                    torch_lock.unlink()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def load_error() -> str | None:
