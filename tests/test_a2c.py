@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from fw_agents.a2c import RecurrentA2C
 from fw_agents.registry import POLICY_ALIASES
+from tests.train.nonfinite_env import NonFiniteAt
 
 
 @pytest.fixture(autouse=True)
@@ -469,25 +470,6 @@ def test_memory_beats_memoryless_on_cartpole_without_velocities() -> None:
     assert returns["MlpNoMemoryPolicy"] < 100, returns
 
 
-class NonFiniteAt(gym.Wrapper):
-    """Emits ``value`` as the reward (``"reward"``) or in the observation (``"observation"``) at one step of the
-    wrapped env's life (counted over all its episodes), otherwise passes everything through."""
-
-    def __init__(self, env: gym.Env, where: str, at_step: int, value: float = float("nan")) -> None:
-        super().__init__(env)
-        self.where, self.at_step, self.value, self.steps = where, at_step, value, 0
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.steps += 1
-        if self.steps == self.at_step:
-            if self.where == "reward":
-                reward = self.value
-            else:
-                obs = np.full_like(obs, self.value)
-        return obs, reward, terminated, truncated, info
-
-
 @pytest.mark.parametrize(
     ("policy", "where", "value"),
     [
@@ -503,8 +485,8 @@ def test_a_nonfinite_reward_or_observation_stops_learn_before_the_update(policy,
     # env step is stored with the observation of the 6th.
     at_step = 7 if where == "reward" else 6
     env = DummyVecEnv(
-        [lambda: NonFiniteAt(gym.make("CartPole-v1"), where, 0, value)]
-        + [lambda: NonFiniteAt(gym.make("CartPole-v1"), where, at_step, value)]
+        [lambda: NonFiniteAt("CartPole-v1", where, 0, value)]
+        + [lambda: NonFiniteAt("CartPole-v1", where, at_step, value)]
     )
     kwargs = FW_SMALL if policy == "MlpFastWeightsPolicy" else SMALL
     model = RecurrentA2C(policy, env, n_steps=5, policy_kwargs=kwargs, seed=0, device="cpu")
