@@ -372,16 +372,22 @@ class FastWeightsRNN(MemoryCore):
         for t, slow_input in enumerate(input_terms):
             if any_reset[t]:
                 # h by a select (it may hold a NaN from the last episode); carry and weights are finite
-                # multipliers of λ and η, so a product zeroes them.
+                # multipliers of λ and η, so a product zeroes them. The keys (this sequence's earlier states)
+                # and A₀ are read through those zeroed factors, and 0 · NaN is NaN: select them away too.
                 keep = (starts[t] == 0).to(h.dtype).unsqueeze(-1)
                 h, carry, weights = reset_state(h, starts[t]), carry * keep, weights * keep
+                history = [reset_state(key, starts[t]) for key in history]
+                if use_carry:
+                    initial_fast_weights = reset_state(initial_fast_weights, starts[t])
             slow = slow_input + self.hidden_to_hidden(h)
 
-            def read(hs: th.Tensor, keys=tuple(history), weights=weights, carry=carry) -> th.Tensor:
+            def read(
+                hs: th.Tensor, keys=tuple(history), weights=weights, carry=carry, carried=initial_fast_weights
+            ) -> th.Tensor:
                 # η Σ λ^{t-τ} h(τ)⟨h(τ), hs⟩ over this sequence's states (none yet at its first step).
                 fast = AttentionRead.apply(weights, hs, *keys) if keys else th.zeros_like(hs)
                 if use_carry:
-                    fast = fast + carry * th.bmm(initial_fast_weights, hs.unsqueeze(-1)).squeeze(-1)
+                    fast = fast + carry * th.bmm(carried, hs.unsqueeze(-1)).squeeze(-1)
                 return fast
 
             candidate = self._inner_loop(slow, read)
@@ -393,8 +399,9 @@ class FastWeightsRNN(MemoryCore):
             outputs.append(h)
         self._finish_stats()
         outputs_t = th.stack(outputs)
-        # Final A = λ^{T} A₀ (if carried) + Σ_τ w_τ h(τ) h(τ)ᵀ, needed to continue after the sequence.
-        keys = outputs_t.transpose(0, 1)  # (B, T, H)
+        # Final A = λ^{T} A₀ (if carried) + Σ_τ w_τ h(τ) h(τ)ᵀ, needed to continue after the sequence; over the
+        # keys as reset (an env's states from before its last episode start are zeros there, not NaN).
+        keys = th.stack(history, dim=1)  # (B, T, H)
         fast_weights = th.bmm(keys.transpose(1, 2) * weights.unsqueeze(1), keys)
         if use_carry:
             fast_weights = fast_weights + carry.unsqueeze(-1) * initial_fast_weights
