@@ -18,6 +18,8 @@ CURVES = {
     "fast weights, lr 2e-4 (train.ppo)": "s7_fast-weights_train-ppo_s0.json",
     "LSTM, lr 1e-3 (train.ppo)": "s7_lstm_train-ppo_lr1e-3_s0.json",
     "fast weights, lr 1e-3 (train.ppo)": "s7_fast-weights_train-ppo_lr1e-3_s0.json",
+    "LSTM, lr 1e-3, entropy 0.01 (train.ppo)": "s7_lstm_train-ppo_lr1e-3_ent0.01_s0.json",
+    "fast weights, lr 1e-3, entropy 0.01 (train.ppo)": "s7_fast-weights_train-ppo_lr1e-3_ent0.01_s0.json",
     "diagnostic: cue in view, LSTM, lr 2e-4": "s7_cue_in_view_lr0.0002_seq8.json",
     "diagnostic: cue in view, LSTM, lr 1e-3": "s7_cue_in_view_lr0.001_seq8.json",
 }
