@@ -34,7 +34,7 @@ from torch import nn
 
 from fw_agents.memory import FastWeightsRNN
 from fw_agents.registry import MEMORY_CORES, get_memory, memory_names
-from train.argtypes import check_json_path, positive_int
+from train.argtypes import check_json_path, positive_int, seed_int
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -481,7 +481,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, repeats: int | None) -
     default = "each benchmark's own" if repeats is None else repeats
     parser.add_argument("--repeats", type=positive_int, default=repeats, help=f"timed repeats (default: {default})")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default: 1)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a few seconds")
     parser.add_argument("--json", metavar="OUT", type=Path, help="also write the results to this JSON file")
 

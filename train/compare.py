@@ -37,7 +37,7 @@ from typing import Any
 from fw_agents.registry import memory_names
 from train import common, study
 from train import runs as runs_
-from train.argtypes import CLIError, check_json_path, float_in, positive_int
+from train.argtypes import CLIError, check_json_path, float_in, positive_int, seed_int
 from train.study import GridRun
 
 SUCCESS_TAG = "eval/success_rate"
@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--env", required=True, metavar="ID", help="env id, as for train.a2c")
     run.add_argument("--algo", choices=sorted(common.ALGORITHMS), default="a2c", help="trainer (default: a2c)")
     run.add_argument("--policies", nargs="+", choices=memory_names(), default=memory_names())
-    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="N", help="(default: 0 1 2)")
+    run.add_argument("--seeds", nargs="+", type=seed_int, default=[0, 1, 2], metavar="N", help="(default: 0 1 2)")
     run.add_argument("--out-dir", required=True, metavar="DIR", help="where the run folders and TensorBoard logs go")
     run.add_argument("--name", help="folder prefix of the runs, for a variant of one policy (default: the policy)")
     run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")

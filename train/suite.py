@@ -34,7 +34,7 @@ import numpy as np
 from fw_agents.registry import memory_names
 from train import common, study
 from train import runs as runs_
-from train.argtypes import CLIError, positive_int
+from train.argtypes import CLIError, positive_int, seed_int
 from train.compare import train_command
 from train.study import GridRun
 
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", nargs="+", choices=list(TASKS_BY_NAME), help="a subset of the tasks")
     run.add_argument("--memories", nargs="+", choices=list(MEMORIES_BY_NAME), help="a subset of the memories")
     run.add_argument(
-        "--seeds", nargs="+", type=int, metavar="N", help="instead of the profile's (quick: 0; full: 0 1 2)"
+        "--seeds", nargs="+", type=seed_int, metavar="N", help="instead of the profile's (quick: 0; full: 0 1 2)"
     )
     run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
     study.add_grid_arguments(run, default_study="suite-v<version>-<profile>-<name of OUT_DIR>")

@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from fw_agents.registry import memory_names
 from train import common, study
-from train.argtypes import CLIError, positive_int
+from train.argtypes import CLIError, positive_int, seed_int
 from train.compare import check_train_args, train_command
 
 #: ``train.<algo>`` options the tuner sets for each trial -> the tuner's option for them.
@@ -297,7 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="random trials before TPE, unpruned trials before the median pruner (default: 5)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="training seed of every trial, and the sampler's (default: 0)"
+        "--seed",
+        type=seed_int,
+        default=0,
+        metavar="N",
+        help="training seed of every trial, and the sampler's (default: 0)",
     )
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="trial run folders, logs and results")
     parser.add_argument(

@@ -101,6 +101,7 @@ def test_every_memory_has_a_search_space_and_fast_weights_searches_its_rates() -
         (["--sampler", "grid"], "invalid choice"),
         (["--pruner", "hyperband"], "invalid choice"),
         (["--n-trials", "0"], "--n-trials"),
+        (["--seed", "-1"], "--seed"),
         (["--storage", "mongodb:/x"], "--storage takes a database URL"),
         (["--storage", "sqlite:////no/such/folder/x.db"], "cannot open"),
         (["--n-evaluations", "1000"], "--n-evaluations"),
