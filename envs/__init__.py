@@ -58,6 +58,22 @@ SPECS: tuple[EnvSpec, ...] = (
         for variant in ("passive", "active")
         for length in (10, 50)
     ),
+    # v1: twice the path length and a penalty only for steps without progress, so on-policy agents reach the
+    # junction (envs/tmaze.py says why); the suite's T-mazes.
+    *(
+        EnvSpec(
+            f"TMaze{variant.title()}-L{length}-v1",
+            "envs.tmaze:TMazeEnv",
+            {
+                "corridor_length": length,
+                "variant": variant,
+                "penalty": "progress",
+                "horizon": 2 * (length + 2 * offset) + 1,
+            },
+        )
+        for offset, variant in enumerate(("passive", "active"))
+        for length in (10, 50)
+    ),
     # MiniGrid's names, in our namespace, with our 3x3 view.
     *(
         EnvSpec(env_id, "envs.minigrid_memory:make_minigrid_env", {"env_id": env_id, "view_size": DEFAULT_VIEW_SIZE})

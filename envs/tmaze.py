@@ -13,11 +13,20 @@ Corridor cells all look alike, so after the cue the agent must remember it over 
 
 Reward scheme (Ni et al.'s, simplified so the episode ends at the decision):
   * turning up/down at the junction ends the episode: +1 if it is the cued side, 0 otherwise;
-  * each other step on which the agent is behind the fastest cue-then-junction schedule (``x < t - o``,
-    ``o`` = 1 for active, 0 for passive) costs ``lag_penalty`` (default 1/T): it makes walking right learnable
-    without changing the optimal policy, whose return is exactly 1;
-  * the horizon is the optimal path length ``T = L + 2o + 1`` (as in Ni et al.); running out of time
+  * a per-step penalty ``lag_penalty`` (default 1/T) makes walking right learnable without changing the optimal
+    policy, whose return is exactly 1. ``penalty="lag"`` (Ni et al., the ``-v0`` ids) charges each step on which
+    the agent is behind the fastest cue-then-junction schedule (``x < t - o``, ``o`` = 1 for active, 0 for
+    passive); ``penalty="progress"`` (the ``-v1`` ids) charges each step that does not move it towards the
+    junction, except steps left towards the oracle before the cue has been seen;
+  * the horizon ``T`` defaults to the optimal path length ``L + 2o + 1`` (as in Ni et al.); running out of time
     terminates with no goal reward (the time limit is part of the task, so it is a termination).
+
+Why ``-v1`` exists: with ``-v0``'s exact horizon one wrong step anywhere in the corridor makes the junction
+unreachable, so an on-policy agent (A2C, PPO) must walk right almost deterministically before it ever reaches the
+junction, and by then its turn probability there has collapsed too: no policy-gradient agent, memoryless or not,
+learned to turn at all (success 0 in every suite run). ``-v1`` gives twice the path length (``T = 2(L + 2o) + 1``)
+and charges only steps without progress, so a few exploratory steps still reach the junction; its optimal and
+best memoryless returns are ``-v0``'s (1 and 1/2).
 
 Observation: ``Box(0, 1, (3,), float32)`` = ``[cue_up, cue_down, at_junction]``. Actions: ``Discrete(4)``
 = left, right, up, down (up/down only do something at the junction). At the junction the observation is the
@@ -36,12 +45,16 @@ from envs.rendering import COLORS, paint
 from envs.validation import check_choice, check_int
 
 VARIANTS = ("passive", "active")
+PENALTIES = ("lag", "progress")
 LEFT, RIGHT, UP, DOWN = range(4)
 GOAL_SIDES = ("up", "down")
 
 
 class TMazeEnv(MemoryEnv):
     """T-maze with corridor length ``corridor_length`` (L >= 1) and ``variant`` "passive" or "active".
+
+    ``penalty`` ("lag" or "progress") picks the per-step penalty rule and ``horizon`` (at least the optimal path
+    length ``L + 2o + 1``, its default) the time limit; see the module docstring.
 
     ``reset(options={"goal": "up" | "down"})`` fixes the cued side (scripted evaluation).
     """
@@ -54,6 +67,8 @@ class TMazeEnv(MemoryEnv):
         corridor_length: int = 10,
         variant: str = "passive",
         lag_penalty: float | None = None,
+        penalty: str = "lag",
+        horizon: int | None = None,
         render_mode: str | None = None,
     ) -> None:
         super().__init__(render_mode)
@@ -61,6 +76,9 @@ class TMazeEnv(MemoryEnv):
         self.variant = check_choice("variant", variant, VARIANTS)
         self.oracle_offset = VARIANTS.index(self.variant)  # o: start cell minus oracle cell
         self.junction = self.oracle_offset + self.corridor_length
+        self.penalty = check_choice("penalty", penalty, PENALTIES)
+        shortest = self.corridor_length + 2 * self.oracle_offset + 1  # (active: one step left,) walk, turn
+        self.horizon = shortest if horizon is None else check_int("horizon", horizon, shortest)
         self.lag_penalty = 1.0 / self.horizon if lag_penalty is None else float(lag_penalty)
         if not 0.0 <= self.lag_penalty <= 1.0:
             raise ValueError(f"lag_penalty must be in [0, 1], got {lag_penalty}")
@@ -70,11 +88,6 @@ class TMazeEnv(MemoryEnv):
         self.goal = 0  # index into GOAL_SIDES
         self.cue_visible = False
         self._oracle_seen = False
-
-    @property
-    def horizon(self) -> int:
-        """T = L + 2o + 1: (active: one step left,) walk to the junction, turn."""
-        return self.corridor_length + 2 * self.oracle_offset + 1
 
     def _reset_state(self, options: dict[str, Any]) -> None:
         goal = options.get("goal")
@@ -96,12 +109,17 @@ class TMazeEnv(MemoryEnv):
             correct = GOAL_SIDES[self.goal] == ("up" if action == UP else "down")
             self.cue_visible = False
             return float(correct), True, correct
+        x_before, oracle_seen_before = self.x, self._oracle_seen
         if action == LEFT:
             self.x = max(self.x - 1, 0)
         elif action == RIGHT:
             self.x = min(self.x + 1, self.junction)
         self._update_cue()
-        reward = -self.lag_penalty if self.x < self.t - self.oracle_offset else 0.0
+        if self.penalty == "lag":
+            penalised = self.x < self.t - self.oracle_offset
+        else:  # "progress": towards the junction, or towards the oracle while its cue is still unseen
+            penalised = not (self.x > x_before or (self.x < x_before and not oracle_seen_before))
+        reward = -self.lag_penalty if penalised else 0.0
         return reward, self.t >= self.horizon, False
 
     def _observe(self) -> np.ndarray:

@@ -39,7 +39,9 @@ from train.compare import train_command
 from train.study import GridRun
 
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
-SUITE_VERSION = 1
+#: 2: the T-mazes moved to their -v1 ids (version 1's -v0 mazes were not learned by any agent), with budgets
+#: 300k (quick) and 500k / 1M (full), and TMazePassive-L10-v1 joined.
+SUITE_VERSION = 2
 #: Normalised score a run must reach for "steps to 0.9".
 STEPS_THRESHOLD = 0.9
 #: Evaluations per run (the periodic evaluations behind the curves and the steps to 0.9).
@@ -72,8 +74,9 @@ TASKS: tuple[Task, ...] = (
     Task("cartpole-novel", "fw_agents/CartPoleNoVel-v1", "ppo", 42.0, 500.0, {"quick": 100_000, "full": 100_000}),
     Task("catch-n16", "fw_agents/Catch-N16-M3-v0", "a2c", -0.125, 1.0, {"quick": 1_000_000, "full": 1_500_000}),
     Task("catch-n24", "fw_agents/Catch-N24-M5-v0", "a2c", -1 / 12, 1.0, {"full": 4_000_000}),
-    Task("tmaze-passive-l50", "fw_agents/TMazePassive-L50-v0", "a2c", 0.5, 1.0, {"quick": 200_000, "full": 500_000}),
-    Task("tmaze-active-l10", "fw_agents/TMazeActive-L10-v0", "a2c", 0.5, 1.0, {"quick": 200_000, "full": 500_000}),
+    Task("tmaze-passive-l10", "fw_agents/TMazePassive-L10-v1", "a2c", 0.5, 1.0, {"quick": 300_000, "full": 500_000}),
+    Task("tmaze-passive-l50", "fw_agents/TMazePassive-L50-v1", "a2c", 0.5, 1.0, {"quick": 300_000, "full": 1_000_000}),
+    Task("tmaze-active-l10", "fw_agents/TMazeActive-L10-v1", "a2c", 0.5, 1.0, {"quick": 300_000, "full": 500_000}),
     Task("assoc-k4", "fw_agents/AssociativeRetrieval-K4-v0", "a2c", 0.1, 1.0, {"quick": 500_000, "full": 1_000_000}),
     Task("minigrid-s7", "fw_agents/MiniGrid-MemoryS7-v0", "ppo", 0.48, 0.95, {"full": 1_000_000}),
     Task("minigrid-s9", "fw_agents/MiniGrid-MemoryS9-v0", "ppo", 0.49, 0.97, {"full": 1_000_000}),

@@ -44,6 +44,32 @@ def test_perfect_memory_is_optimal(variant: str, length: int) -> None:
         assert len(episode.rewards) == env.horizon == length + 1 + 2 * (variant == "active")
 
 
+@pytest.mark.parametrize("variant", ["passive", "active"])
+@pytest.mark.parametrize("length", [10, 50])
+def test_v1_keeps_the_optimal_and_memoryless_returns(variant: str, length: int) -> None:
+    env = gym.make(f"fw_agents/TMaze{variant.title()}-L{length}-v1")
+    shortest = length + 1 + 2 * (variant == "active")
+    assert env.unwrapped.horizon == 2 * shortest - 1 and env.unwrapped.penalty == "progress"
+    for goal in ("up", "down"):
+        episode = run_episode(env, Remembering(variant), options={"goal": goal})
+        assert episode.ret == pytest.approx(1.0) and len(episode.rewards) == shortest
+    # The walker never moves away from the junction: no penalty, a guessed turn.
+    assert {run_episode(env, memoryless_walker, seed=s).ret for s in range(20)} == {0.0, 1.0}
+
+
+def test_progress_penalty() -> None:
+    env = TMazeEnv(corridor_length=3, variant="active", penalty="progress", horizon=8)
+    assert env.lag_penalty == pytest.approx(1 / 8)
+    # Left to the unseen oracle is free; bumping into the wall there, a no-op, and left once the cue has been
+    # seen are charged; every step right is free. The horizon (8) ends the episode before the junction.
+    actions = iter([LEFT, LEFT, UP, RIGHT, LEFT, RIGHT, RIGHT, RIGHT])
+    episode = run_episode(env, lambda _obs: next(actions), options={"goal": "up"})
+    assert episode.rewards == pytest.approx([0, -1 / 8, -1 / 8, 0, -1 / 8, 0, 0, 0])
+    env = TMazeEnv(corridor_length=3, variant="active", penalty="progress")
+    episode = run_episode(env, lambda _obs: RIGHT, options={"goal": "up"})  # skipping the oracle is progress too
+    assert episode.rewards[:3] == [0.0, 0.0, 0.0]
+
+
 @pytest.mark.parametrize("env_id", ["fw_agents/TMazePassive-L10-v0", "fw_agents/TMazeActive-L10-v0"])
 def test_cue_only_at_oracle_and_junction_obs_identical(env_id: str) -> None:
     env = gym.make(env_id)
@@ -100,6 +126,9 @@ def test_active_skipping_oracle_gets_no_cue() -> None:
         ({"corridor_length": 0}, "corridor_length"),
         ({"variant": "semi"}, "variant"),
         ({"lag_penalty": -0.1}, "lag_penalty"),
+        ({"penalty": "step"}, "penalty"),
+        ({"corridor_length": 10, "horizon": 10}, "horizon"),
+        ({"horizon": 1.5}, "horizon"),
     ],
 )
 def test_bad_arguments(kwargs: dict, name: str) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from train import suite
+from train import common, suite
+from train.spec import HYPERPARAMS_FILE
 
 #: Two tiny tasks (a few seconds each) standing in for the suite's table.
 TINY_TASKS = {
-    "tmaze": suite.Task("tmaze", "fw_agents/TMazeActive-L10-v0", "a2c", 0.5, 1.0, {"quick": 256}),
+    "tmaze": suite.Task("tmaze", "fw_agents/TMazeActive-L10-v1", "a2c", 0.5, 1.0, {"quick": 256}),
     "catch": suite.Task("catch", "fw_agents/Catch-N16-M3-v0", "a2c", -0.125, 1.0, {"quick": 256, "full": 512}),
 }
 
@@ -31,6 +32,13 @@ def test_task_scores_are_normalised_between_memoryless_and_optimal() -> None:
         "minigrid-s7", "minigrid-s9",
     }  # fmt: skip
     assert all("full" in task.budgets for task in suite.TASKS)
+
+
+def test_every_task_has_its_own_hyperparams_entry() -> None:
+    # The suite's settings are explicit: each task's env has an entry for its algorithm (not just the default).
+    table = common.load_yaml(HYPERPARAMS_FILE)
+    missing = [task.name for task in suite.TASKS if task.env_id not in table[task.algo]]
+    assert not missing
 
 
 def test_grid_covers_the_profile_and_gives_every_memory_the_same_settings(tmp_path: Path, tiny_suite: None) -> None:
