@@ -40,7 +40,8 @@ from train.study import GridRun
 
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
 #: 2: the T-mazes moved to their -v1 ids (version 1's -v0 mazes were not learned by any agent), with budgets
-#: 300k (quick) and 500k / 1M (full), and TMazePassive-L10-v1 joined.
+#: 300k (quick) and 500k / 1M (full), and TMazePassive-L10-v1 joined; MiniGrid's score constants measured
+#: (S7 0.48 / 0.95 -> 0.486 / 0.952; S9's estimates 0.49 / 0.97 -> 0.491 / 0.965).
 SUITE_VERSION = 2
 #: Normalised score a run must reach for "steps to 0.9".
 STEPS_THRESHOLD = 0.9
@@ -69,7 +70,9 @@ class Task:
 
 
 #: The tasks, version :data:`SUITE_VERSION`. Score constants: the README's envs table (memoryless: the best a
-#: policy without memory can do, proven or, for CartPole and MiniGrid, measured).
+#: policy without memory can do, proven or, for CartPole and MiniGrid, measured; MiniGrid's are the mean returns
+#: of scripted agents: half of what rushing to the right object earns, and looking at the cue first; the tests
+#: measure them).
 TASKS: tuple[Task, ...] = (
     Task("cartpole-novel", "fw_agents/CartPoleNoVel-v1", "ppo", 42.0, 500.0, {"quick": 100_000, "full": 100_000}),
     Task("catch-n16", "fw_agents/Catch-N16-M3-v0", "a2c", -0.125, 1.0, {"quick": 1_000_000, "full": 1_500_000}),
@@ -78,8 +81,8 @@ TASKS: tuple[Task, ...] = (
     Task("tmaze-passive-l50", "fw_agents/TMazePassive-L50-v1", "a2c", 0.5, 1.0, {"quick": 300_000, "full": 1_000_000}),
     Task("tmaze-active-l10", "fw_agents/TMazeActive-L10-v1", "a2c", 0.5, 1.0, {"quick": 300_000, "full": 500_000}),
     Task("assoc-k4", "fw_agents/AssociativeRetrieval-K4-v0", "a2c", 0.1, 1.0, {"quick": 500_000, "full": 1_000_000}),
-    Task("minigrid-s7", "fw_agents/MiniGrid-MemoryS7-v0", "ppo", 0.48, 0.95, {"full": 1_000_000}),
-    Task("minigrid-s9", "fw_agents/MiniGrid-MemoryS9-v0", "ppo", 0.49, 0.97, {"full": 1_000_000}),
+    Task("minigrid-s7", "fw_agents/MiniGrid-MemoryS7-v0", "ppo", 0.486, 0.952, {"full": 1_000_000}),
+    Task("minigrid-s9", "fw_agents/MiniGrid-MemoryS9-v0", "ppo", 0.491, 0.965, {"full": 1_000_000}),
 )
 TASKS_BY_NAME = {task.name: task for task in TASKS}
 

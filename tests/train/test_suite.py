@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 
+import envs  # noqa: F401  (registers the ids)
+from tests.envs.helpers import run_episode
+from tests.envs.test_minigrid import Scripted
 from train import common, suite
 from train.spec import HYPERPARAMS_FILE
 
@@ -32,6 +37,34 @@ def test_task_scores_are_normalised_between_memoryless_and_optimal() -> None:
         "minigrid-s7", "minigrid-s9",
     }  # fmt: skip
     assert all("full" in task.budgets for task in suite.TASKS)
+
+
+class OracleRusher(Scripted):
+    """Straight to the split, then to the right object (known from the env): the return a rushing agent gets
+    when its guess is right; a memoryless agent guesses right half the time, so its best is half of that."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env, memory=False)
+        self.phase = "walk"
+
+    def __call__(self, obs: dict) -> int:
+        action = super().__call__(obs)
+        if self.phase == "north" and self.u.success_pos[1] > self.u.agent_pos[1]:
+            self.phase = "south"
+            return super().__call__(obs)
+        return action
+
+
+@pytest.mark.parametrize("name", ["minigrid-s7", "minigrid-s9"])
+def test_minigrid_score_constants_are_the_scripted_agents_returns(name: str) -> None:
+    # 0 = a rushing agent that guesses (the best without memory), 1 = looking at the cue first.
+    task = suite.TASKS_BY_NAME[name]
+    env = gym.make(task.env_id)
+    rush = [run_episode(env, OracleRusher(env), seed=seed) for seed in range(50)]
+    look = [run_episode(env, Scripted(env, memory=True), seed=seed) for seed in range(50)]
+    assert all(e.info["is_success"] for e in rush + look)
+    assert np.mean([e.ret for e in rush]) / 2 == pytest.approx(task.memoryless_return, abs=0.003)
+    assert np.mean([e.ret for e in look]) == pytest.approx(task.optimal_return, abs=0.003)
 
 
 def test_every_task_has_its_own_hyperparams_entry() -> None:
