@@ -41,7 +41,8 @@ from train.study import GridRun
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
 #: 2: the T-mazes moved to their -v1 ids (version 1's -v0 mazes were not learned by any agent), with budgets
 #: 300k (quick) and 500k / 1M (full), and TMazePassive-L10-v1 joined; MiniGrid's score constants measured
-#: (S7 0.48 / 0.95 -> 0.486 / 0.952; S9's estimates 0.49 / 0.97 -> 0.491 / 0.965).
+#: (S7 0.48 / 0.95 -> 0.486 / 0.952; S9's estimates 0.49 / 0.97 -> 0.491 / 0.965); Catch's learning rate decays
+#: linearly (hyperparams.yml).
 SUITE_VERSION = 2
 #: Normalised score a run must reach for "steps to 0.9".
 STEPS_THRESHOLD = 0.9
