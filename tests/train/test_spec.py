@@ -61,7 +61,7 @@ def test_build_precedence(tmp_path: Path) -> None:
     )  # fmt: skip
     params = spec.hyperparams
     assert (params["n_envs"], params["n_timesteps"], params["n_steps"]) == (3, 50, 4)
-    assert (params["gamma"], params["ent_coef"], params["learning_rate"]) == (0.95, 0.5, 2e-3)  # yml's lr
+    assert (params["gamma"], params["ent_coef"], params["learning_rate"]) == (0.95, 0.5, "lin_2.0e-3")  # yml's lr
     assert params["policy_kwargs"] == {"hidden_size": 5, "decay_rate": 0.8, "inner_steps": 2}
     assert spec.hyperparams_sources == [f"hyperparams.yml:a2c.{CATCH}", f"--config {config}", "--hparams"]
 
