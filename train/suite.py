@@ -310,6 +310,8 @@ def plot_curves(results: Sequence[CellResult], curves_by_run: dict[str, Curve], 
     from train.plot import mean_and_std, plt
 
     tasks = [task for task in TASKS if any(r.task == task.name for r in results)]
+    # One colour per memory across panels (the legend is drawn once), whichever memories a panel has.
+    colors = {memory: f"C{i}" for i, memory in enumerate(dict.fromkeys(r.memory for r in results))}
     columns = min(4, len(tasks))
     rows_ = -(-len(tasks) // columns)
     fig, axes = plt.subplots(rows_, columns, figsize=(4.5 * columns, 3.6 * rows_), squeeze=False)
@@ -322,15 +324,16 @@ def plot_curves(results: Sequence[CellResult], curves_by_run: dict[str, Curve], 
             ]
             if curves:
                 grid_, mean, std = mean_and_std(curves, 100)
-                (line,) = ax.plot(grid_, mean, label=memory)
-                ax.fill_between(grid_, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+                ax.plot(grid_, mean, label=memory, color=colors[memory])
+                ax.fill_between(grid_, mean - std, mean + std, color=colors[memory], alpha=0.2, linewidth=0)
         ax.set_title(task.name)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("normalised eval return")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize="small")
+    handles = [plt.Line2D([], [], color=color, label=memory) for memory, color in colors.items()]
+    axes.flat[0].legend(handles=handles, fontsize="small")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
