@@ -24,7 +24,7 @@ from envs.minigrid_memory import (
     SymbolicObsWrapper,
     make_minigrid_env,
 )
-from envs.tmaze import TMazeEnv
+from envs.tmaze import TMazeEnv, shortest_path_length
 
 #: Gymnasium namespace of every id registered here.
 NAMESPACE = "fw_agents"
@@ -68,10 +68,10 @@ SPECS: tuple[EnvSpec, ...] = (
                 "corridor_length": length,
                 "variant": variant,
                 "penalty": "progress",
-                "horizon": 2 * (length + 2 * offset) + 1,
+                "horizon": 2 * shortest_path_length(length, variant) - 1,
             },
         )
-        for offset, variant in enumerate(("passive", "active"))
+        for variant in ("passive", "active")
         for length in (10, 50)
     ),
     # MiniGrid's names, in our namespace, with our 3x3 view.

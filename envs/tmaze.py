@@ -50,6 +50,12 @@ LEFT, RIGHT, UP, DOWN = range(4)
 GOAL_SIDES = ("up", "down")
 
 
+def shortest_path_length(corridor_length: int, variant: str) -> int:
+    """Steps of the optimal episode, ``L + 2o + 1``: (active: one step left and back,) walk to the junction, turn;
+    ``-v0``'s horizon."""
+    return corridor_length + 2 * VARIANTS.index(variant) + 1
+
+
 class TMazeEnv(MemoryEnv):
     """T-maze with corridor length ``corridor_length`` (L >= 1) and ``variant`` "passive" or "active".
 
@@ -77,7 +83,7 @@ class TMazeEnv(MemoryEnv):
         self.oracle_offset = VARIANTS.index(self.variant)  # o: start cell minus oracle cell
         self.junction = self.oracle_offset + self.corridor_length
         self.penalty = check_choice("penalty", penalty, PENALTIES)
-        shortest = self.corridor_length + 2 * self.oracle_offset + 1  # (active: one step left,) walk, turn
+        shortest = shortest_path_length(self.corridor_length, self.variant)
         self.horizon = shortest if horizon is None else check_int("horizon", horizon, shortest)
         self.lag_penalty = 1.0 / self.horizon if lag_penalty is None else float(lag_penalty)
         if not 0.0 <= self.lag_penalty <= 1.0:
