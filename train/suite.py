@@ -140,8 +140,9 @@ def grid(args: argparse.Namespace) -> list[GridRun]:
                     "--checkpoint-freq", "0", "--verbose", "0",
                     *(["--policy-kwargs", *memory.policy_kwargs] if memory.policy_kwargs else []),
                 ]  # fmt: skip
+                # One TensorBoard folder per task (as rl-zoo3 keeps one per env): runs are named by memory and seed.
                 command = train_command(
-                    task.algo, task.env_id, memory.policy, seed, save_dir, out_dir / "tb", train_args
+                    task.algo, task.env_id, memory.policy, seed, save_dir, out_dir / "tb" / task.name, train_args
                 )
                 cells.append(GridRun(save_dir, command))
     return cells
@@ -224,19 +225,31 @@ def collect(out_dir: Path) -> tuple[list[CellResult], dict[str, Curve]]:
     return results, curves
 
 
-def aggregate(results: Sequence[CellResult], reps: int = 2000) -> dict[str, dict[str, float]]:
-    """Per memory: the interquartile mean of the normalised scores over the tasks every memory ran and their
-    seeds, with a 95% stratified-bootstrap confidence interval (rliable)."""
+def aggregate_selection(results: Sequence[CellResult]) -> tuple[list[str], int]:
+    """The tasks and runs per task the aggregate uses: rliable needs a (runs, tasks) matrix, so every memory must
+    have the same number of runs on each task. Of the tasks every memory ran, keep those where each memory has at
+    least ``n`` runs, for the ``n`` that covers the most runs (ties: more tasks), so that one task run with a
+    single seed does not cut every other task to one run."""
+    memories = sorted({r.memory for r in results})
+    shared = set.intersection(*({r.task for r in results if r.memory == m} for m in memories))
+    runs = {t: min(sum(r.task == t and r.memory == m for r in results) for m in memories) for t in shared}
+    best_n = max(runs.values(), key=lambda n: (n * sum(k >= n for k in runs.values()), -n))
+    return sorted(t for t in shared if runs[t] >= best_n), best_n
+
+
+def aggregate(results: Sequence[CellResult], reps: int = 2000) -> dict[str, dict[str, Any]]:
+    """Per memory: the interquartile mean of the normalised scores over the tasks and seeds that
+    :func:`aggregate_selection` keeps, with a 95% stratified-bootstrap confidence interval (rliable)."""
     from rliable import library as rly
     from rliable import metrics
 
     memories = sorted({r.memory for r in results})
-    tasks = sorted(set.intersection(*({r.task for r in results if r.memory == m} for m in memories)))
+    tasks, n_runs = aggregate_selection(results)
+    left_out = sorted({r.task for r in results} - set(tasks))
     scores: dict[str, np.ndarray] = {}
     for memory in memories:
-        per_task = [[r.score for r in results if r.memory == memory and r.task == task] for task in tasks]
-        n_runs = min(len(scores_) for scores_ in per_task)  # rliable needs a (runs, tasks) matrix
-        scores[memory] = np.array([s[:n_runs] for s in per_task]).T
+        runs = [sorted((r for r in results if (r.memory, r.task) == (memory, t)), key=lambda r: r.seed) for t in tasks]
+        scores[memory] = np.array([[r.score for r in task_runs[:n_runs]] for task_runs in runs]).T
     with warnings.catch_warnings():  # arch deprecates the RandomState that rliable hands it
         warnings.simplefilter("ignore", FutureWarning)
         points, intervals = rly.get_interval_estimates(
@@ -248,7 +261,8 @@ def aggregate(results: Sequence[CellResult], reps: int = 2000) -> dict[str, dict
             "ci_low": float(intervals[memory][0, 0]),
             "ci_high": float(intervals[memory][1, 0]),
             "tasks": len(tasks),
-            "runs_per_task": int(scores[memory].shape[0]),
+            "runs_per_task": n_runs,
+            "tasks_left_out": left_out,
         }
         for memory in memories
     }
@@ -302,6 +316,9 @@ def markdown(rows: Sequence[dict[str, Any]], totals: dict[str, dict[str, float]]
             f"| {memory} | {total['iqm']:.2f} [{total['ci_low']:.2f}, {total['ci_high']:.2f}] | "
             f"{total['tasks']} × {total['runs_per_task']} |"
         )
+    left_out = next(iter(totals.values()))["tasks_left_out"]
+    if left_out:
+        lines += ["", f"Not in the aggregate (fewer runs or not every memory): {', '.join(left_out)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from minigrid.core.constants import OBJECT_TO_IDX
 from minigrid.core.world_object import Ball, Key
 
 import envs
 from envs.minigrid_memory import MINIGRID_MEMORY_IDS, SYMBOL_SIZES, SymbolicObsWrapper, make_minigrid_env
 from tests.envs.helpers import binomial_upper, run_episode
-
-LEFT, RIGHT, FORWARD = 0, 1, 2
-EAST, SOUTH, WEST, NORTH = range(4)
-CUE_OBJECTS = (OBJECT_TO_IDX["key"], OBJECT_TO_IDX["ball"])
+from tests.envs.minigrid_agents import LEFT, WEST, Scripted
 
 
 def cue_revealing_states(env_id: str, view_size: int, seed: int = 0) -> set[tuple[int, int, int]]:
@@ -57,45 +53,6 @@ def test_7x7_view_shows_the_cue_from_the_split() -> None:
     # sideways, both candidate objects), so a memoryless policy can solve the task.
     revealing = cue_revealing_states("MiniGrid-MemoryS7-v0", view_size=7)
     assert (5, 3, WEST) in revealing  # (5, 3) is the split cell of MemoryS7
-
-
-class Scripted:
-    """Look at the cue from (2, mid) facing west, walk to the split, face north, pick the matching side.
-
-    Navigation reads the agent's position from the env (that is not what has to be remembered); the cue and
-    the candidate objects are read from the 3x3 observations only. ``memory=False`` does not keep the cue
-    after leaving the room and always goes north: the natural memoryless policy.
-    """
-
-    def __init__(self, env: gym.Env, memory: bool) -> None:
-        self.u, self.memory = env.unwrapped, memory
-        self.cue: int | None = None
-        self.phase = "look"
-
-    def _go(self, x: int, direction: int) -> int | None:
-        """Next action towards cell x of the middle row facing ``direction``; None once there."""
-        ax, ad = int(self.u.agent_pos[0]), int(self.u.agent_dir)
-        want = direction if ax == x else (EAST if x > ax else WEST)
-        if ad != want:
-            return RIGHT
-        return None if ax == x else FORWARD
-
-    def __call__(self, obs: dict) -> int:
-        seen = [int(i) for i in obs["image"][..., 0].ravel() if i in CUE_OBJECTS]
-        if self.phase == "look":
-            action = self._go(2, WEST)
-            if action is not None:
-                return action
-            self.cue, self.phase = (seen[0] if self.memory else None), "walk"
-        if self.phase == "walk":
-            action = self._go(int(self.u.success_pos[0]), NORTH)  # only the x of the split is used
-            if action is not None:
-                return action
-            # Facing north at the split: the north candidate is in view.
-            self.phase = "south" if self.cue is not None and seen[0] != self.cue else "north"
-        if self.phase == "south" and int(self.u.agent_dir) != SOUTH:
-            return RIGHT
-        return FORWARD
 
 
 @pytest.mark.parametrize("env_id", ["fw_agents/MiniGrid-MemoryS7-v0", "fw_agents/MiniGrid-MemoryS13Random-v0"])

@@ -11,7 +11,7 @@ import pytest
 
 import envs  # noqa: F401  (registers the ids)
 from tests.envs.helpers import run_episode
-from tests.envs.test_minigrid import Scripted
+from tests.envs.minigrid_agents import OracleRusher, Scripted
 from train import common, suite
 from train.spec import HYPERPARAMS_FILE
 
@@ -37,22 +37,6 @@ def test_task_scores_are_normalised_between_memoryless_and_optimal() -> None:
         "minigrid-s7", "minigrid-s9",
     }  # fmt: skip
     assert all("full" in task.budgets for task in suite.TASKS)
-
-
-class OracleRusher(Scripted):
-    """Straight to the split, then to the right object (known from the env): the return a rushing agent gets
-    when its guess is right; a memoryless agent guesses right half the time, so its best is half of that."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env, memory=False)
-        self.phase = "walk"
-
-    def __call__(self, obs: dict) -> int:
-        action = super().__call__(obs)
-        if self.phase == "north" and self.u.success_pos[1] > self.u.agent_pos[1]:
-            self.phase = "south"
-            return super().__call__(obs)
-        return action
 
 
 @pytest.mark.parametrize("name", ["minigrid-s7", "minigrid-s9"])
@@ -82,6 +66,7 @@ def test_grid_covers_the_profile_and_gives_every_memory_the_same_settings(tmp_pa
     assert {cell.save_dir.parent.name for cell in cells} == {"catch"}
     commands = [cell.command for cell in cells]
     assert all(c[c.index("--total-timesteps") + 1] == "512" for c in commands)
+    assert {c[c.index("--tensorboard-log") + 1] for c in commands} == {str(tmp_path / "tb" / "catch")}
     paper = [c for c in commands if "fast-weights-paper" in str(c)]
     assert paper and all("fast_learning_rate=0.5" in c for c in paper)
     others = [c for c in commands if "fast-weights-paper" not in str(c)]
@@ -109,6 +94,29 @@ def test_quick_suite_runs_resumes_and_reports(
     capsys.readouterr()
     assert suite.main(argv) == 0  # everything finished: nothing is trained again
     assert capsys.readouterr().out.count("already finished, kept") == 4
+
+
+def result(task: str, memory: str, seed: int, score: float) -> suite.CellResult:
+    return suite.CellResult(task, memory, seed, score, score, None, None, f"{task}/{memory}-s{seed}")
+
+
+def test_aggregate_keeps_the_tasks_with_most_runs_and_names_those_left_out() -> None:
+    # Four tasks with 3 seeds of both memories, one with a single seed, one that the GRU did not run.
+    results = [
+        result(task, memory, seed, score)
+        for task, seeds in (("a", 3), ("b", 3), ("c", 3), ("d", 3), ("short", 1))
+        for memory, score in (("fast-weights", 1.0), ("gru", 0.0))
+        for seed in range(seeds)
+    ] + [result("fw-only", "fast-weights", seed, 0.5) for seed in range(3)]
+    assert suite.aggregate_selection(results) == (["a", "b", "c", "d"], 3)  # 12 runs, not 5 tasks x 1
+    totals = suite.aggregate(results, reps=50)
+    assert totals["fast-weights"]["iqm"] == 1.0 and totals["gru"]["iqm"] == 0.0
+    assert totals["gru"]["tasks_left_out"] == ["fw-only", "short"] and totals["gru"]["runs_per_task"] == 3
+    assert "Not in the aggregate (fewer runs or not every memory): fw-only, short." in suite.markdown([], totals)
+    # With one seed on most tasks, a single run per task over more tasks covers more runs.
+    few = [result(task, m, 0, 0.5) for task in "abc" for m in ("fast-weights", "gru")]
+    two_seeds = [result("d", m, s, 0.5) for m in ("fast-weights", "gru") for s in (0, 1)]
+    assert suite.aggregate_selection(few + two_seeds) == (["a", "b", "c", "d"], 1)
 
 
 def test_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
