@@ -135,6 +135,10 @@ class FastWeightsRNN(MemoryCore):
     :param gated: an update gate z = σ(G x(t) + U h(t) + b) makes the step additive, as in a GRU:
         ``h(t+1) = h(t) + z ⊙ (h_S(t+1) − h(t))``; the fast weights are written with this h(t+1)
         (paper: no gate, ``h(t+1) = h_S(t+1)``).
+    :param chrono_init: how the gate's bias starts (only with ``gated``): T > 2 for the chrono initialisation
+        of Tallec and Ollivier (2018), ``b = −log u`` with ``u ~ U(1, T − 1)`` per unit, so unit i starts at
+        z ≈ 1/(1 + u) and keeps its state for about u steps (time scales spread up to T steps); None for
+        ``nn.Linear``'s init (b ≈ 0: every unit starts at z ≈ ½, forgetting within a few steps).
     """
 
     def __init__(
@@ -151,6 +155,7 @@ class FastWeightsRNN(MemoryCore):
         recurrent_init_scale: float = 0.05,
         learn_rates: bool = False,
         gated: bool = False,
+        chrono_init: float | None = 100.0,
     ) -> None:
         super().__init__(input_size, hidden_size)
         # Every argument is checked before anything is built, each with a ValueError naming it: NaN and inf
@@ -172,6 +177,10 @@ class FastWeightsRNN(MemoryCore):
         recurrent_init_scale = check_number("recurrent_init_scale", recurrent_init_scale)
         self.learn_rates = check_bool("learn_rates", learn_rates)
         self.gated = check_bool("gated", gated)
+        if chrono_init is not None:
+            chrono_init = check_number(
+                "chrono_init", chrono_init, low=2.0, low_inclusive=False, allowed="a finite number > 2 (steps) or None"
+            )
         if self.learn_rates and not (decay_rate < 1.0 and fast_learning_rate > 0.0):
             # λ = sigmoid(logit) and η = exp(log η) cannot start at λ = 1 or η = 0.
             raise ValueError(
@@ -200,6 +209,9 @@ class FastWeightsRNN(MemoryCore):
             # Update gate z = σ(G x + U h): h(t+1) = h(t) + z ⊙ (h̃(t+1) − h(t)), additive like a GRU's.
             self.input_to_gate = nn.Linear(input_size, H)
             self.hidden_to_gate = nn.Linear(H, H, bias=False)
+            if chrono_init is not None:
+                with th.no_grad():  # z = σ(−log u) = 1/(1 + u): unit i first keeps h for ~u steps
+                    self.input_to_gate.bias.copy_(-th.empty(H).uniform_(1.0, chrono_init - 1.0).log())
 
         # Packing A by its upper triangle: `triu_index` picks it out of a flattened A, and
         # `sym_index` rebuilds the full flattened A from it. Derived from H, so not saved.

@@ -59,6 +59,11 @@ FAST_WEIGHTS_BAD = [
     ("activation", "ReLU"),
     ("compute_path", "fast"),
     ("compute_path", None),
+    ("chrono_init", 2.0),
+    ("chrono_init", NAN),
+    ("chrono_init", INF),
+    ("chrono_init", "100"),
+    ("chrono_init", True),
 ]
 
 

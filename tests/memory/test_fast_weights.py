@@ -166,6 +166,17 @@ def test_balanced_fast_learning_rate():
         FastWeightsRNN(F_IN, 64, fast_learning_rate="large")
 
 
+def test_chrono_init_spreads_the_gate_time_scales_up_to_t():
+    """z = σ(b) = 1/(1 + u) with u ~ U(1, T − 1): every unit starts between z = 1/T and ½, most of them slow."""
+    th.manual_seed(0)
+    bias = FastWeightsRNN(F_IN, 256, gated=True).input_to_gate.bias.detach()  # chrono_init = 100 by default
+    z = th.sigmoid(bias)
+    assert ((z >= 1 / 100 - 1e-6) & (z <= 0.5 + 1e-6)).all()
+    assert (z < 0.1).float().mean() > 0.8  # u > 9 for ~92% of the units
+    default = th.sigmoid(FastWeightsRNN(F_IN, 256, gated=True, chrono_init=None).input_to_gate.bias.detach())
+    assert (default > 0.3).all()  # nn.Linear's init: b near 0, z near ½
+
+
 @pytest.mark.parametrize("path", ["explicit", "attention"])
 def test_reset_at_k_equals_fresh_sequence_from_k(path):
     core = make_core(path)
