@@ -11,7 +11,9 @@ Two options depart from the paper (both off here, on in the fast-weights *polici
 learn without a per-task η; README, "defaults that learn"):
 
 * ``gated``: an update gate makes the step additive, as in a GRU: ``h(t+1) = h(t) + z ⊙ (h_S(t+1) − h(t))`` with
-  ``z = σ(G x(t) + U h(t) + b)``; the write uses this h(t+1).
+  ``z = σ(G x(t) + U h(t) + b)``; the write uses this h(t+1). The bias b starts chrono-initialised
+  (``chrono_init``, Tallec and Ollivier 2018): most units start slow, keeping h for up to ~100 steps, so that
+  gradients reach that far back from the start (with b ≈ 0 every unit halves its memory each step).
 * ``learn_rates``: λ and η are trained with the other weights (λ = sigmoid(·), η = exp(·): positive by
   construction), starting from the given values; ``fast_learning_rate="balanced"`` starts η at 2(1−λ)/H, where
   the fast term is about as large as the slow one.
