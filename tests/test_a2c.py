@@ -246,6 +246,10 @@ def test_training_replays_collection_env_major(case: tuple[str | type, dict[str,
     """Before any update, evaluate_actions on the training batch reproduces the log-probs and values
     recorded while acting, rollout start state and in-rollout resets included."""
     policy, policy_kwargs = case
+    if "FastWeights" in policy_id(case):
+        # The gate's chrono init starts most units slow, so a wrong layout would move the log-probs by only ~1e-4;
+        # nn.Linear's init lets the check below tell the layouts apart at 1e-3, as for the other memories.
+        policy_kwargs = dict(policy_kwargs, chrono_init=None)
     # 3 envs x 16 steps; episodes of 5 steps, so every sequence crosses resets and starts mid-episode.
     model = RecurrentA2C(policy, cue_env(n_envs=3, length=5), n_steps=16, policy_kwargs=policy_kwargs, seed=1)
     check = RolloutEndCheck()
@@ -268,14 +272,13 @@ def test_training_replays_collection_env_major(case: tuple[str | type, dict[str,
         th.testing.assert_close(log_prob, data.old_log_prob, atol=1e-5, rtol=1e-5)
         th.testing.assert_close(values.flatten(), data.old_values, atol=1e-5, rtol=1e-5)
 
-        # The step-major layout (SB3's default) would not line up: the test can tell the difference at the
-        # tolerance above (small, slow memories at init move the log-probs by only ~1e-4).
+        # The step-major layout (SB3's default) would not line up: the test can tell the difference.
         step_major = th.as_tensor(buffer.observations.reshape(48, 2))
         with th.no_grad():
             _, wrong, _ = policy_copy.evaluate_actions(
                 step_major, data.actions.long().flatten(), data.lstm_states, data.episode_starts
             )
-        assert not th.allclose(wrong, data.old_log_prob, atol=1e-5, rtol=1e-5)
+        assert not th.allclose(wrong, data.old_log_prob, atol=1e-3)
 
 
 @pytest.mark.parametrize("case", POLICIES, ids=policy_id)
