@@ -34,7 +34,7 @@ def test_truncated_minigrid_dict_sequences_reproduce_the_rollout(policy):
 
 
 @pytest.mark.parametrize("sequence_length", [None, 4])
-def test_sequences_are_cut_every_sequence_length_steps(sequence_length):
+def test_sequences_are_cut_every_sequence_length_steps_of_each_episode(sequence_length):
     n_steps, n_envs = 16, 2
     model = RecurrentPPO(
         "MlpFastWeightsPolicy",
@@ -45,18 +45,33 @@ def test_sequences_are_cut_every_sequence_length_steps(sequence_length):
         seed=0,
     )
     _, callback = model._setup_learn(n_steps * n_envs, None)
-    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=n_steps)
+    for _ in range(2):  # the second rollout starts inside episodes that began in the first
+        model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=n_steps)
     buffer = model.rollout_buffer
-    longest = 0
-    for batch in buffer.get(batch_size=n_steps * n_envs):
-        starts = buffer.seq_start_indices
-        lengths = np.diff(np.append(starts, n_steps * n_envs))
-        assert batch.mask.shape[0] == len(starts) * lengths.max()  # padded to the longest sequence
-        longest = max(longest, lengths.max())
+    next(buffer.get(batch_size=n_steps * n_envs))  # flattens the buffer env-major
+    # Every row in rollout order, as get() would pass them without its random rotation.
+    env_change = (np.arange(n_envs * n_steps) % n_steps == 0).astype(np.float32).reshape(-1, 1)
+    batch = buffer._get_samples(np.arange(n_envs * n_steps), env_change)
+    starts = buffer.seq_start_indices
+    lengths = np.diff(np.append(starts, n_steps * n_envs))
+    assert batch.mask.shape[0] == len(starts) * lengths.max()  # padded to the longest sequence
     if sequence_length is None:
-        assert longest > 4  # the toy env's episodes are longer than a chunk: the check below can fail
-    else:
-        assert longest == sequence_length
+        assert lengths.max() > 4  # the toy env's episodes are longer than a chunk: the checks below can fail
+        return
+    assert lengths.max() == sequence_length
+    # Per env: a sequence starts at the rollout's first step, at each episode start, and every L steps after one.
+    episode_start = buffer.episode_starts.reshape(n_envs, n_steps).astype(bool)
+    expected = np.zeros((n_envs, n_steps), dtype=bool)
+    for env in range(n_envs):
+        since = 0
+        for t in range(n_steps):
+            since = 0 if (t == 0 or episode_start[env, t]) else since + 1
+            expected[env, t] = since % sequence_length == 0
+    every_l_rollout_steps = np.arange(n_steps)[None].repeat(n_envs, 0) % sequence_length == 0
+    assert not np.array_equal(expected | episode_start, every_l_rollout_steps | episode_start)  # tells them apart
+    got = np.zeros(n_envs * n_steps, dtype=bool)
+    got[starts] = True
+    assert np.array_equal(got.reshape(n_envs, n_steps), expected)
 
 
 def test_default_is_sb3_contribs_buffer_and_sequence_length_is_saved(tmp_path):
