@@ -519,7 +519,8 @@ class RunSpec:
         :param archive_newer: continue from an older model or checkpoint of a run that has later ones, moving the
             later files into ``RUN/archive-<time>/`` when training starts (refused otherwise).
         :param options: the fields that do not change the model (``device``, ``eval_freq``, …); ``eval_episodes``
-            must be the run's, so that ``evaluations.npz`` stays one array.
+            must be the run's, so that ``evaluations.npz`` stays one array; ``tensorboard_log``, when given, moves
+            the continuation's TensorBoard logging (default: the run's root).
         """
         target = safety.resume_target(path, archive_newer)
         model_path = target.model_path
@@ -543,7 +544,8 @@ class RunSpec:
         return cls(
             algo, config["env_id"], config["policy"], config["seed"], hyperparams, config.get("hyperparams_sources"),
             total_timesteps, save_dir=config_path.parent,  # where the run is now, wherever it was made
-            tensorboard_log=config.get("tensorboard_log"), eval_episodes=eval_episodes, resume=model_path,
+            tensorboard_log=options.pop("tensorboard_log", config.get("tensorboard_log")),
+            eval_episodes=eval_episodes, resume=model_path,
             archive_newer=archive_newer, archive=target.archive, run_config=config,
             **options,
         )  # fmt: skip

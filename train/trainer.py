@@ -43,7 +43,11 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="e.g. decay_rate=0.9 net_arch=[64] activation_fn=nn.ReLU",
     )
-    add("--tensorboard-log", default="runs", metavar="DIR", help="TensorBoard root, 'none' to disable (default: runs)")
+    add(
+        "--tensorboard-log",
+        metavar="DIR",
+        help="TensorBoard root, 'none' to disable (default: runs; with --resume: the run's)",
+    )
     add("--save-dir", metavar="DIR", help="run folder, new or empty (default: runs/<algo>-<env>-<policy>-s<seed>)")
     add("--resume", metavar="PATH", help="continue a run (its folder: newest intact state; model.zip; a checkpoint)")
     add(
@@ -77,7 +81,12 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
         archive_newer=args.archive_newer,
         command=shlex.join(["python", "-m", f"train.{algo}", *(sys.argv[1:] if argv is None else argv)]),
     )
+    # --tensorboard-log: not given -> "runs" for a new run, the run's own root on --resume; "none" -> no logging.
+    tensorboard_given = args.tensorboard_log is not None
+    tensorboard_log = None if tensorboard_given and args.tensorboard_log.lower() == "none" else args.tensorboard_log
     if args.resume:
+        if tensorboard_given:  # where the continuation logs: not a setting of the run
+            options["tensorboard_log"] = tensorboard_log
         explicit = [f"--{name.replace('_', '-')}" for name in FIXED_ON_RESUME if getattr(args, name) is not None]
         if explicit:
             raise CLIError(
@@ -99,7 +108,7 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
         policy_kwargs=common.parse_assignments(args.policy_kwargs, "--policy-kwargs"),
         seed=0 if args.seed is None else args.seed,
         save_dir=args.save_dir,
-        tensorboard_log=None if args.tensorboard_log.lower() == "none" else args.tensorboard_log,
+        tensorboard_log=tensorboard_log if tensorboard_given else "runs",
         eval_episodes=spec.DEFAULT_EVAL_EPISODES if args.eval_episodes is None else args.eval_episodes,
         **options,
     )

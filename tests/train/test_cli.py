@@ -7,6 +7,7 @@ status and the absence of tracebacks as a user sees them.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -112,6 +113,13 @@ def test_resume_continues_step_count(tmp_path: Path) -> None:
     assert (run / "checkpoints" / "model_180_steps.zip").exists()
     with np.load(run / "evaluations.npz") as data:
         assert list(data["timesteps"]) == [60, 120, 180]
+    # A continuation can log elsewhere (a copied run), leaving the run's own TensorBoard folder as it was.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    logged = {path: path.stat().st_size for path in Path(first["tensorboard_dir"]).rglob("*") if path.is_file()}
+    assert a2c.main(["--resume", str(copy), *resume[2:], "--tensorboard-log", str(tmp_path / "tb-copy")]) == 0
+    assert Path(run_config(copy)["tensorboard_dir"]).parent == tmp_path / "tb-copy"
+    assert {path: path.stat().st_size for path in Path(first["tensorboard_dir"]).rglob("*") if path.is_file()} == logged
     # Also from a checkpoint.
     checkpoint = run / "checkpoints" / "model_60_steps.zip"
     assert a2c.main(["--resume", str(checkpoint), *resume[2:], "--archive-newer"]) == 0
