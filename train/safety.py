@@ -225,14 +225,16 @@ def _process_alive(pid: int) -> bool:
 # ----------------------------------------------------------------------------------------------- resume
 @dataclass
 class ResumeTarget:
-    """What ``--resume`` continues from, and what to archive first (``--archive-newer``)."""
+    """What ``--resume`` continues from, what to archive first (``--archive-newer``), and the line that says so
+    (printed by the caller once every other check has passed, so that a refusal stays one line)."""
 
     model_path: Path
     archive: Archive | None = None
+    message: str = ""
 
 
 def resume_target(resume: str | Path, archive_newer: bool) -> ResumeTarget:
-    """``--resume PATH`` -> the model file to continue from, said on stdout.
+    """``--resume PATH`` -> the model file to continue from, and the line that says which (``message``).
 
     A run folder: its newest intact state (``model.zip`` or a checkpoint, whichever has more steps; damaged files
     are skipped). A model file: that one; if the run has a later state, refused unless ``archive_newer``.
@@ -249,7 +251,7 @@ def resume_target(resume: str | Path, archive_newer: bool) -> ResumeTarget:
     config = _run_config(run_dir)
     states = saved_states(run_dir, _normalizes(config))
     if explicit is None:
-        return ResumeTarget(_newest_for_resume(run_dir, states, config))
+        return _newest_for_resume(run_dir, states, config)
 
     steps = model_steps(explicit)
     if steps is None:
@@ -260,10 +262,10 @@ def resume_target(resume: str | Path, archive_newer: bool) -> ResumeTarget:
     target = SavedState(explicit, steps)
     later = [state for state in states if state.steps is not None and state.steps > steps and state.path != explicit]
     if not later:
+        message = f"resuming {run_dir} from {target.describe(run_dir)}"
         if archive_newer:
-            print(f"--archive-newer: {run_dir} has nothing later than step {steps} to archive")
-        print(f"resuming {run_dir} from {target.describe(run_dir)}")
-        return ResumeTarget(explicit)
+            message = f"--archive-newer: {run_dir} has nothing later than step {steps} to archive\n{message}"
+        return ResumeTarget(explicit, message=message)
     found = ", ".join(state.describe(run_dir) for state in later)
     if not archive_newer:
         raise CLIError(
@@ -271,11 +273,11 @@ def resume_target(resume: str | Path, archive_newer: bool) -> ResumeTarget:
             f"would overwrite or mix with; continue from the newest with --resume {run_dir}, or add "
             f"--archive-newer to move them into {run_dir}/{ARCHIVE_PREFIX}<time>/ and continue from step {steps}"
         )
-    print(f"resuming {run_dir} from {target.describe(run_dir)}; archiving its later results ({found})")
-    return ResumeTarget(explicit, _later_results_archive(run_dir, target, states))
+    message = f"resuming {run_dir} from {target.describe(run_dir)}; archiving its later results ({found})"
+    return ResumeTarget(explicit, _later_results_archive(run_dir, target, states), message)
 
 
-def _newest_for_resume(run_dir: Path, states: list[SavedState], config: dict[str, Any]) -> Path:
+def _newest_for_resume(run_dir: Path, states: list[SavedState], config: dict[str, Any]) -> ResumeTarget:
     newest = newest_state(states)
     if newest is None:
         if not states:
@@ -296,8 +298,7 @@ def _newest_for_resume(run_dir: Path, states: list[SavedState], config: dict[str
             if model.steps is None
             else f" ({common.MODEL_NAME} is older: step {model.steps})"
         )
-    print(f"resuming {run_dir} from {newest.describe(run_dir)}{why}")
-    return newest.path
+    return ResumeTarget(newest.path, message=f"resuming {run_dir} from {newest.describe(run_dir)}{why}")
 
 
 # ----------------------------------------------------------------------------------------------- evaluations

@@ -514,7 +514,8 @@ class RunSpec:
         **options: Any,
     ) -> RunSpec:
         """Continue the run of ``path`` with its own settings: a run folder continues from its newest intact state
-        (``model.zip`` or a checkpoint), a model file from that file (said on stdout, :func:`safety.resume_target`).
+        (``model.zip`` or a checkpoint), a model file from that file; which one is said on stdout once every check
+        has passed (:func:`safety.resume_target`).
 
         :param archive_newer: continue from an older model or checkpoint of a run that has later ones, moving the
             later files into ``RUN/archive-<time>/`` when training starts (refused otherwise).
@@ -541,7 +542,7 @@ class RunSpec:
         eval_episodes = config.get("eval_episodes", DEFAULT_EVAL_EPISODES)
         if options.pop("eval_episodes", None) not in (None, eval_episodes):
             raise CLIError(f"--eval-episodes cannot be changed when resuming (the run uses {eval_episodes})")
-        return cls(
+        spec = cls(
             algo, config["env_id"], config["policy"], config["seed"], hyperparams, config.get("hyperparams_sources"),
             total_timesteps, save_dir=config_path.parent,  # where the run is now, wherever it was made
             tensorboard_log=options.pop("tensorboard_log", config.get("tensorboard_log")),
@@ -549,3 +550,6 @@ class RunSpec:
             archive_newer=archive_newer, archive=target.archive, run_config=config,
             **options,
         )  # fmt: skip
+        if target.message:
+            print(target.message)
+        return spec

@@ -161,7 +161,8 @@ def test_bad_value_is_one_line_exit_2_and_writes_nothing(
     before = snapshot(tmp_path)
 
     assert MAINS[cli](argv) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert out == "", out  # nothing said before the refusal (e.g. "resuming RUN from ..."): the error is the output
     assert err.startswith("python -m train.") and expected in err, err
     assert snapshot(tmp_path) == before
