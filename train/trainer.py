@@ -81,12 +81,9 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
         archive_newer=args.archive_newer,
         command=shlex.join(["python", "-m", f"train.{algo}", *(sys.argv[1:] if argv is None else argv)]),
     )
-    # --tensorboard-log: not given -> "runs" for a new run, the run's own root on --resume; "none" -> no logging.
-    tensorboard_given = args.tensorboard_log is not None
-    tensorboard_log = None if tensorboard_given and args.tensorboard_log.lower() == "none" else args.tensorboard_log
+    if args.tensorboard_log is not None:  # not given: RunSpec's "runs", or on --resume the run's own root
+        options["tensorboard_log"] = None if args.tensorboard_log.lower() == "none" else args.tensorboard_log
     if args.resume:
-        if tensorboard_given:  # where the continuation logs: not a setting of the run
-            options["tensorboard_log"] = tensorboard_log
         explicit = [f"--{name.replace('_', '-')}" for name in FIXED_ON_RESUME if getattr(args, name) is not None]
         if explicit:
             raise CLIError(
@@ -108,7 +105,6 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
         policy_kwargs=common.parse_assignments(args.policy_kwargs, "--policy-kwargs"),
         seed=0 if args.seed is None else args.seed,
         save_dir=args.save_dir,
-        tensorboard_log=tensorboard_log if tensorboard_given else "runs",
         eval_episodes=spec.DEFAULT_EVAL_EPISODES if args.eval_episodes is None else args.eval_episodes,
         **options,
     )
