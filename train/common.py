@@ -76,8 +76,9 @@ def run_cli(
 
 # ----------------------------------------------------------------------------------------------- values, YAML
 class YAMLLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but ``1e-3`` is a float: YAML 1.1 wants ``1.0e-3`` and would load a string,
-    which only fails later, deep inside the algorithm."""
+    """PyYAML's safe loader, but ``1e-3`` is a float (YAML 1.1 wants ``1.0e-3``) and ``None`` is null (YAML
+    spells it ``null`` or ``~``): both would load as strings, which only fail later, deep inside the algorithm
+    (``chrono_init=None`` as the string ``'None'``). ``True``/``False`` already load as booleans."""
 
 
 YAMLLoader.add_implicit_resolver(
@@ -85,6 +86,7 @@ YAMLLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)(?:[eE][-+]?[0-9]+)$"),
     list("-+0123456789."),
 )
+YAMLLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^None$"), ["N"])
 
 
 def parse_value(text: str) -> Any:

@@ -335,6 +335,9 @@ def test_refuses_to_overwrite_a_run(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_value_parsing() -> None:
     assert common.parse_assignments(["a=7e-4", "b=[64, 64]", "c=true", "d=nn.ReLU", "e={x: 1}"], "--hparams") == {
         "a": 7e-4, "b": [64, 64], "c": True, "d": "nn.ReLU", "e": {"x": 1}}  # fmt: skip
+    # Python's spellings, as SB3 users type them, next to YAML's: None is null, not the string 'None'.
+    assert common.parse_assignments(["a=None", "b=null", "c=[None, 1]", "d=False", "e=Nonesuch"], "--hparams") == {
+        "a": None, "b": None, "c": [None, 1], "d": False, "e": "Nonesuch"}  # fmt: skip
     assert common.vecnormalize_path("r/model.zip").name == "model_vecnormalize.pkl"
     assert common.vecnormalize_path("r/checkpoints/model_60_steps.zip").name == "model_vecnormalize_60_steps.pkl"
     assert spec.to_schedule("lin_1e-3")(0.5) == pytest.approx(5e-4)
