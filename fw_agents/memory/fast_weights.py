@@ -12,8 +12,9 @@ learn without a per-task η; README, "defaults that learn"):
 
 * ``gated``: an update gate makes the step additive, as in a GRU: ``h(t+1) = h(t) + z ⊙ (h_S(t+1) − h(t))`` with
   ``z = σ(G x(t) + U h(t) + b)``; the write uses this h(t+1). The bias b starts chrono-initialised
-  (``chrono_init``, Tallec and Ollivier 2018): most units start slow, keeping h for up to ~100 steps, so that
-  gradients reach that far back from the start (with b ≈ 0 every unit halves its memory each step).
+  (``chrono_init``, after Tallec and Ollivier 2018) with time scales spread evenly over octaves, 1 to ~100 steps:
+  slow units let gradients reach a cue far back from the start (with b ≈ 0 every unit halves its memory each
+  step), fast ones follow the current input.
 * ``learn_rates``: λ and η are trained with the other weights (λ = sigmoid(·), η = exp(·): positive by
   construction), starting from the given values; ``fast_learning_rate="balanced"`` starts η at 2(1−λ)/H, where
   the fast term is about as large as the slow one.
@@ -46,6 +47,7 @@ and its upper triangle holds all of it. That halves what a rollout buffer stores
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch as th
@@ -137,10 +139,12 @@ class FastWeightsRNN(MemoryCore):
     :param gated: an update gate z = σ(G x(t) + U h(t) + b) makes the step additive, as in a GRU:
         ``h(t+1) = h(t) + z ⊙ (h_S(t+1) − h(t))``; the fast weights are written with this h(t+1)
         (paper: no gate, ``h(t+1) = h_S(t+1)``).
-    :param chrono_init: how the gate's bias starts (only with ``gated``): T > 2 for the chrono initialisation
-        of Tallec and Ollivier (2018), ``b = −log u`` with ``u ~ U(1, T − 1)`` per unit, so unit i starts at
-        z ≈ 1/(1 + u) and keeps its state for about u steps (time scales spread up to T steps); None for
-        ``nn.Linear``'s init (b ≈ 0: every unit starts at z ≈ ½, forgetting within a few steps).
+    :param chrono_init: how the gate's bias starts (only with ``gated``): T > 2 for a chrono initialisation
+        (Tallec and Ollivier 2018), ``b = −log u`` per unit, so unit i starts at z ≈ 1/(1 + u) and keeps its state
+        for about u steps. The time scales u are log-uniform over (1, T − 1), as many units per octave (1–2
+        steps, 2–4, …). Tallec and Ollivier draw u ~ U(1, T − 1), which at T = 100 starts 98% of the units
+        keeping their state longer than 3 steps: on MiniGrid MemoryS9 that delayed learning past 1M steps
+        (docs/results.md, section 2c). None for ``nn.Linear``'s init (b ≈ 0: every unit starts at z ≈ ½, forgetting within a few steps).
     """
 
     def __init__(
@@ -213,7 +217,7 @@ class FastWeightsRNN(MemoryCore):
             self.hidden_to_gate = nn.Linear(H, H, bias=False)
             if chrono_init is not None:
                 with th.no_grad():  # z = σ(−log u) = 1/(1 + u): unit i first keeps h for ~u steps
-                    self.input_to_gate.bias.copy_(-th.empty(H).uniform_(1.0, chrono_init - 1.0).log())
+                    self.input_to_gate.bias.copy_(-th.empty(H).uniform_(0.0, math.log(chrono_init - 1.0)))
 
         # Packing A by its upper triangle: `triu_index` picks it out of a flattened A, and
         # `sym_index` rebuilds the full flattened A from it. Derived from H, so not saved.

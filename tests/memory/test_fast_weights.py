@@ -1,5 +1,7 @@
 """FastWeightsRNN against the paper's equations, written out plainly here, one environment at a time."""
 
+import math
+
 import pytest
 import torch as th
 
@@ -166,13 +168,17 @@ def test_balanced_fast_learning_rate():
         FastWeightsRNN(F_IN, 64, fast_learning_rate="large")
 
 
-def test_chrono_init_spreads_the_gate_time_scales_up_to_t():
-    """z = σ(b) = 1/(1 + u) with u ~ U(1, T − 1): every unit starts between z = 1/T and ½, most of them slow."""
+def test_chrono_init_spreads_the_gate_time_scales_evenly_over_octaves_up_to_t():
+    """z = σ(b) = 1/(1 + u) with log u ~ U(0, log(T − 1)): every unit starts between z = 1/T and ½, with as many
+    fast units (u < 3) as T = 100's log-uniform spread gives (24%), not the 2% of u ~ U(1, T − 1)."""
     th.manual_seed(0)
-    bias = FastWeightsRNN(F_IN, 256, gated=True).input_to_gate.bias.detach()  # chrono_init = 100 by default
+    bias = FastWeightsRNN(F_IN, 1024, gated=True).input_to_gate.bias.detach()  # chrono_init = 100 by default
     z = th.sigmoid(bias)
     assert ((z >= 1 / 100 - 1e-6) & (z <= 0.5 + 1e-6)).all()
-    assert (z < 0.1).float().mean() > 0.8  # u > 9 for ~92% of the units
+    time_scale = 1 / z - 1  # u
+    octaves = th.histc(time_scale.log2(), bins=4, min=0.0, max=math.log2(99))
+    assert (octaves / 1024 - 0.25).abs().max() < 0.05  # even over log u
+    assert 0.19 < (time_scale < 3).float().mean() < 0.29  # log 3 / log 99 = 0.24
     default = th.sigmoid(FastWeightsRNN(F_IN, 256, gated=True, chrono_init=None).input_to_gate.bias.detach())
     assert (default > 0.3).all()  # nn.Linear's init: b near 0, z near ½
 
