@@ -144,7 +144,8 @@ class FastWeightsRNN(MemoryCore):
         for about u steps. The time scales u are log-uniform over (1, T − 1), as many units per octave (1–2
         steps, 2–4, …). Tallec and Ollivier draw u ~ U(1, T − 1), which at T = 100 starts 98% of the units
         keeping their state longer than 3 steps: on MiniGrid MemoryS9 that delayed learning past 1M steps
-        (docs/results.md, section 2c). None for ``nn.Linear``'s init (b ≈ 0: every unit starts at z ≈ ½, forgetting within a few steps).
+        (docs/results.md, section 2c). None for ``nn.Linear``'s init (b ≈ 0: every unit starts at z ≈ ½,
+        forgetting within a few steps).
     """
 
     def __init__(
