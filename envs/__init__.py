@@ -6,6 +6,10 @@ See ``envs/README.md`` for the table of ids, observations, rewards and chance / 
 Modules: ``cartpole`` (CartPole without velocities), ``catch`` (partially observable Catch),
 ``associative_retrieval``, ``tmaze`` (passive / active T-maze), ``minigrid_memory`` (MiniGrid memory tasks
 with SB3-ready observations); ``base`` / ``rendering`` / ``validation`` hold what they share.
+
+``popgym`` wraps POPGym's tasks (an optional dependency, ``pip install fw-agents[popgym]``) with POPGym's own
+wrappers; they are registered as ``fw_agents/popgym-<Task>-v0`` (:data:`POPGYM_SPECS`) apart from :data:`SPECS`,
+since they are POPGym's envs, with its rewards and rendering (no ``is_success``), not ours.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from envs.minigrid_memory import (
     SymbolicObsWrapper,
     make_minigrid_env,
 )
+from envs.popgym import POPGYM_IDS, make_popgym_env
 from envs.tmaze import TMazeEnv, shortest_path_length
 
 #: Gymnasium namespace of every id registered here.
@@ -81,9 +86,15 @@ SPECS: tuple[EnvSpec, ...] = (
     ),
 )
 
+#: POPGym's tasks with POPGym's wrappers (:mod:`envs.popgym`), under POPGym's names in our namespace. Registered
+#: whether or not POPGym is installed: making one without it is an ImportError saying how to install it.
+POPGYM_SPECS: tuple[EnvSpec, ...] = tuple(
+    EnvSpec(popgym_id, "envs.popgym:make_popgym_env", {"env_id": popgym_id}) for popgym_id in POPGYM_IDS
+)
+
 
 def _register_all() -> None:
-    for spec in SPECS:
+    for spec in (*SPECS, *POPGYM_SPECS):
         env_id = f"{NAMESPACE}/{spec.name}"
         if env_id in gym.registry:  # re-import (e.g. importlib.reload) must not warn or fail
             continue
@@ -93,8 +104,13 @@ def _register_all() -> None:
 
 
 def registered_ids() -> list[str]:
-    """All ids this package registers, in table order."""
+    """The ids of this package's own environments (:data:`SPECS`), in table order."""
     return [f"{NAMESPACE}/{spec.name}" for spec in SPECS]
+
+
+def popgym_ids() -> list[str]:
+    """The ids of POPGym's tasks as registered here (:data:`POPGYM_SPECS`): ``fw_agents/popgym-<Task>-v0``."""
+    return [f"{NAMESPACE}/{spec.name}" for spec in POPGYM_SPECS]
 
 
 _register_all()
@@ -104,6 +120,8 @@ __all__ = [
     "DEFAULT_VIEW_SIZE",
     "MINIGRID_MEMORY_IDS",
     "NAMESPACE",
+    "POPGYM_IDS",
+    "POPGYM_SPECS",
     "SPECS",
     "AssociativeRetrievalEnv",
     "CartPoleNoVelEnv",
@@ -112,5 +130,7 @@ __all__ = [
     "SymbolicObsWrapper",
     "TMazeEnv",
     "make_minigrid_env",
+    "make_popgym_env",
+    "popgym_ids",
     "registered_ids",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import warnings
@@ -58,20 +59,57 @@ EVALUATIONS = 20
 class Task:
     """One suite task: an env, the algorithm and budgets every memory gets, and its score scale.
 
-    :param memoryless_return: the best return a memoryless policy can reach (normalised score 0).
+    :param memoryless_return: the best return a memoryless policy can reach (normalised score 0); None: measured,
+        the mean final return of the memoryless baseline's runs of this task in the same suite (:data:`MEMORYLESS`).
     :param optimal_return: the optimal return (normalised score 1).
     :param budgets: env steps per profile; a profile without an entry skips the task.
+    :param family: ``"memory"`` (our memory tasks) or ``"popgym"`` (POPGym's), for the per-family aggregates.
     """
 
     name: str
     env_id: str
     algo: str
-    memoryless_return: float
+    memoryless_return: float | None
     optimal_return: float
     budgets: dict[str, int]
+    family: str = "memory"
 
-    def normalise(self, value: float | np.ndarray) -> float | np.ndarray:
-        return (value - self.memoryless_return) / (self.optimal_return - self.memoryless_return)
+    def normalise(self, value: float | np.ndarray, memoryless_return: float | None = None) -> float | np.ndarray:
+        """``value`` on the task's scale: 0 the memoryless return (the measured one for a task without a constant),
+        1 the optimal return."""
+        zero = self.memoryless_return if self.memoryless_return is not None else memoryless_return
+        if zero is None:
+            raise ValueError(f"task {self.name} is scored against the memoryless runs' return, and none is given")
+        return (value - zero) / (self.optimal_return - zero)
+
+
+#: The memoryless baseline: its runs set the zero of the tasks scored against a measured memoryless return.
+MEMORYLESS = "mlp"
+#: POPGym's tasks in the suite (Morad et al. 2023; ``envs.popgym``): its diagnostic tasks, control without
+#: velocities, noisy control, and its games, each at its Easy level, under both algorithms. Every POPGym return lies
+#: in [-1, 1], so 1 is the task maximum; no memoryless bound is known for most of them, so their zero is the suite's
+#: own memoryless runs of the same task and algorithm (:data:`MEMORYLESS`).
+POPGYM_TASKS: tuple[str, ...] = (
+    "RepeatFirst", "RepeatPrevious", "Autoencode", "CountRecall", "PositionOnlyCartPole", "NoisyPositionOnlyPendulum",
+    "HigherLower", "MultiarmedBandit", "Concentration", "MineSweeper",
+)  # fmt: skip
+#: Env steps per POPGym task in the ``popgym`` profile.
+POPGYM_BUDGET = 150_000
+
+
+def popgym_task(family: str, level: str, algo: str, budget: int = POPGYM_BUDGET) -> Task:
+    """``popgym_task("RepeatFirst", "Easy", "a2c")``: task ``popgym-repeat-first-easy-a2c`` on
+    ``fw_agents/popgym-RepeatFirstEasy-v0``, in the ``popgym`` profile."""
+    words = "-".join(re.findall(r"[A-Z][a-z]*", family)).lower()
+    return Task(
+        f"popgym-{words}-{level.lower()}-{algo}",
+        f"fw_agents/popgym-{family}{level}-v0",
+        algo,
+        None,
+        1.0,
+        {"popgym": budget},
+        family="popgym",
+    )
 
 
 #: The tasks, version :data:`SUITE_VERSION`. Score constants: the README's envs table (memoryless: the best a
@@ -88,6 +126,7 @@ TASKS: tuple[Task, ...] = (
     Task("assoc-k4", "fw_agents/AssociativeRetrieval-K4-v0", "a2c", 0.1, 1.0, {"quick": 500_000, "full": 1_000_000}),
     Task("minigrid-s7", "fw_agents/MiniGrid-MemoryS7-v0", "ppo", 0.486, 0.952, {"full": 1_000_000}),
     Task("minigrid-s9", "fw_agents/MiniGrid-MemoryS9-v0", "ppo", 0.491, 0.965, {"full": 1_000_000}),
+    *(popgym_task(family, "Easy", algo) for family in POPGYM_TASKS for algo in ("a2c", "ppo")),
 )
 TASKS_BY_NAME = {task.name: task for task in TASKS}
 
@@ -112,7 +151,7 @@ MEMORIES: tuple[Memory, ...] = tuple(
     memory for name in memory_names() for memory in (Memory(name, name), *VARIANTS.get(name, ()))
 )
 MEMORIES_BY_NAME = {memory.name: memory for memory in MEMORIES}
-PROFILES = {"quick": (0,), "full": (0, 1, 2)}  # profile -> seeds
+PROFILES = {"quick": (0,), "full": (0, 1, 2), "popgym": (0, 1, 2)}  # profile -> seeds
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -185,48 +224,58 @@ class CellResult:
 Curve = tuple[np.ndarray, np.ndarray]
 
 
-def cell_result(task: Task, memory: str, run: Path, config: dict[str, Any]) -> tuple[CellResult, Curve | None] | None:
-    """A finished run's score and its normalised evaluation curve (None if it logged none); None if unfinished."""
+def read_run(run: Path) -> tuple[dict[str, Any], float, Curve | None] | None:
+    """A finished run's config, final deterministic return and raw evaluation curve (None if it logged none); None
+    if the run is unfinished."""
+    config = common.load_yaml(run / common.CONFIG_NAME, "run config")
     final = ((config.get("result") or {}).get("final_eval_deterministic") or {}).get("mean_return")
     if final is None:
         return None
     scalars = runs_.run_scalars(run, config, "eval/mean_reward")
-    curve = None if scalars is None else (scalars.steps, task.normalise(scalars.values))
-    reached = None
-    if curve is not None:
-        hits = np.flatnonzero(curve[1] >= STEPS_THRESHOLD - 1e-6)
-        reached = int(curve[0][hits[0]]) if len(hits) else None
-    result = CellResult(
-        task=task.name,
-        memory=memory,
-        seed=int(config["seed"]),
-        final_return=float(final),
-        score=float(task.normalise(final)),
-        steps_to_threshold=reached,
-        wall_time_s=(config.get("result") or {}).get("wall_time_s"),
-        run=str(run),
-    )
-    return result, curve
+    return config, float(final), None if scalars is None else (scalars.steps, scalars.values)
 
 
-def collect(out_dir: Path) -> tuple[list[CellResult], dict[str, Curve]]:
-    """Every finished cell under ``out_dir`` (``<task>/<memory>-s<seed>``), and the curves by run folder (each
-    run's TensorBoard log is read once, for the steps to 0.9 and for the plot)."""
+def collect(out_dir: Path) -> tuple[list[CellResult], dict[str, Curve], list[str]]:
+    """Every finished cell under ``out_dir`` (``<task>/<memory>-s<seed>``) scored, the normalised curves by run
+    folder (each run's TensorBoard log is read once, for the steps to 0.9 and for the plot), and the tasks that
+    could not be scored (a measured zero without memoryless runs)."""
     results: list[CellResult] = []
     curves: dict[str, Curve] = {}
+    unscored: list[str] = []
     for task in TASKS:
         task_dir = out_dir / task.name
         if not task_dir.is_dir():
             continue
+        found = {}
         for run in sorted(p for p in task_dir.iterdir() if (p / common.CONFIG_NAME).is_file()):
-            memory = run.name.rsplit("-s", 1)[0]
-            found = cell_result(task, memory, run, common.load_yaml(run / common.CONFIG_NAME, "run config"))
-            if found is not None:
-                result, curve = found
-                results.append(result)
-                if curve is not None:
-                    curves[result.run] = curve
-    return results, curves
+            read = read_run(run)
+            if read is not None:
+                found[run] = read
+        memoryless = [final for run, (_, final, _) in found.items() if run.name.rsplit("-s", 1)[0] == MEMORYLESS]
+        if found and task.memoryless_return is None and not memoryless:
+            unscored.append(task.name)
+            continue
+        zero = statistics.fmean(memoryless) if memoryless else None
+        for run, (config, final, raw_curve) in found.items():
+            curve = None if raw_curve is None else (raw_curve[0], task.normalise(raw_curve[1], zero))
+            reached = None
+            if curve is not None:
+                hits = np.flatnonzero(curve[1] >= STEPS_THRESHOLD - 1e-6)
+                reached = int(curve[0][hits[0]]) if len(hits) else None
+            result = CellResult(
+                task=task.name,
+                memory=run.name.rsplit("-s", 1)[0],
+                seed=int(config["seed"]),
+                final_return=final,
+                score=float(task.normalise(final, zero)),
+                steps_to_threshold=reached,
+                wall_time_s=(config.get("result") or {}).get("wall_time_s"),
+                run=str(run),
+            )
+            results.append(result)
+            if curve is not None:
+                curves[result.run] = curve
+    return results, curves, unscored
 
 
 def aggregate_selection(results: Sequence[CellResult]) -> tuple[list[str], int]:
@@ -299,7 +348,28 @@ def summary(results: Sequence[CellResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(rows: Sequence[dict[str, Any]], totals: dict[str, dict[str, float]]) -> str:
+def aggregate_groups(results: Sequence[CellResult]) -> dict[str, list[CellResult]]:
+    """The runs behind each aggregate: ``all`` of them, and where the suite mixes them, each task family's
+    (``memory``, ``popgym``) and each family's per algorithm (``popgym/a2c``, ``popgym/ppo``)."""
+    family = {task.name: task.family for task in TASKS}
+    algo = {task.name: task.algo for task in TASKS}
+    groups = {"all": list(results)}
+    families = sorted({family[r.task] for r in results})
+    for name in families:
+        members = [r for r in results if family[r.task] == name]
+        if len(families) > 1:
+            groups[name] = members
+        algos = sorted({algo[r.task] for r in members})
+        if len(algos) > 1:
+            groups.update({f"{name}/{a}": [r for r in members if algo[r.task] == a] for a in algos})
+    return groups
+
+
+def markdown(
+    rows: Sequence[dict[str, Any]], totals: dict[str, dict[str, float]], groups: dict[str, Any] | None = None
+) -> str:
+    """The per-task table and the aggregate over every task (``totals``), then one per group (:func:`aggregate_groups`)
+    besides ``all``."""
     lines = [
         f"| task | memory | normalised score, mean ± std (per seed) | steps to {STEPS_THRESHOLD} (reached) | "
         "wall time (s) |",
@@ -323,6 +393,13 @@ def markdown(rows: Sequence[dict[str, Any]], totals: dict[str, dict[str, float]]
     left_out = next(iter(totals.values()))["tasks_left_out"]
     if left_out:
         lines += ["", f"Not in the aggregate (fewer runs or not every memory): {', '.join(left_out)}."]
+    for name, group in (groups or {}).items():
+        if name == "all":
+            continue
+        ranked = sorted(group.items(), key=lambda item: -item[1]["iqm"])
+        scores = "; ".join(f"{m} {t['iqm']:.2f} [{t['ci_low']:.2f}, {t['ci_high']:.2f}]" for m, t in ranked)
+        size = ranked[0][1]
+        lines += ["", f"IQM over the {name} tasks [95% CI]: {scores} ({size['tasks']} × {size['runs_per_task']})."]
     return "\n".join(lines) + "\n"
 
 
@@ -378,16 +455,26 @@ def plot_aggregate(totals: dict[str, dict[str, float]], out: Path) -> None:
 
 
 def write_report(out_dir: Path) -> None:
-    results, curves = collect(out_dir)
+    results, curves, unscored = collect(out_dir)
     if not results:
         raise CLIError(f"no finished suite runs under {out_dir}")
     rows = summary(results)
-    totals = aggregate(results)
+    groups = {name: aggregate(members) for name, members in aggregate_groups(results).items()}
+    totals = groups["all"]
     manifest_path = out_dir / "suite-manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    payload = {**manifest, "aggregate": totals, "summary": rows, "runs": [asdict(r) for r in results]}
+    payload = {
+        **manifest,
+        "aggregate": totals,
+        "aggregates": groups,
+        "unscored_tasks": unscored,
+        "summary": rows,
+        "runs": [asdict(r) for r in results],
+    }
     (out_dir / "suite.json").write_text(json.dumps(payload, indent=2) + "\n")
-    table = markdown(rows, totals)
+    table = markdown(rows, totals, groups)
+    if unscored:
+        table += f"\nNot scored (no {MEMORYLESS} runs to set their zero): {', '.join(unscored)}.\n"
     (out_dir / "suite.md").write_text(table)
     plot_curves(results, curves, out_dir / "curves.png")
     plot_aggregate(totals, out_dir / "aggregate.png")

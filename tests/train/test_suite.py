@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -19,6 +20,9 @@ from train.spec import HYPERPARAMS_FILE
 TINY_TASKS = {
     "tmaze": suite.Task("tmaze", "fw_agents/TMazeActive-L10-v1", "a2c", 0.5, 1.0, {"quick": 256}),
     "catch": suite.Task("catch", "fw_agents/Catch-N16-M3-v0", "a2c", -0.125, 1.0, {"quick": 256, "full": 512}),
+    "bandit": suite.Task(
+        "bandit", "fw_agents/popgym-MultiarmedBanditEasy-v0", "a2c", None, 1.0, {"quick": 256}, family="popgym"
+    ),
 }
 
 
@@ -36,7 +40,19 @@ def test_task_scores_are_normalised_between_memoryless_and_optimal() -> None:
         "cartpole-novel", "catch-n16", "catch-n24", "tmaze-passive-l50", "tmaze-active-l10", "assoc-k4",
         "minigrid-s7", "minigrid-s9",
     }  # fmt: skip
-    assert all("full" in task.budgets for task in suite.TASKS)
+    assert all("full" in task.budgets for task in suite.TASKS if task.family == "memory")
+    assert all(set(task.budgets) == {"popgym"} for task in suite.TASKS if task.family == "popgym")
+
+
+def test_popgym_tasks_are_scored_against_the_memoryless_runs_of_the_same_task() -> None:
+    task = suite.TASKS_BY_NAME["popgym-repeat-first-easy-a2c"]
+    assert (task.env_id, task.algo, task.optimal_return) == ("fw_agents/popgym-RepeatFirstEasy-v0", "a2c", 1.0)
+    assert task.normalise(-0.5, memoryless_return=-0.5) == 0.0 and task.normalise(0.25, memoryless_return=-0.5) == 0.5
+    with pytest.raises(ValueError, match="memoryless"):
+        task.normalise(0.0)
+    # Every POPGym task runs under both algorithms.
+    popgym = [t for t in suite.TASKS if t.family == "popgym"]
+    assert len(popgym) == 20 and {t.algo for t in popgym} == {"a2c", "ppo"}
 
 
 @pytest.mark.parametrize("name", ["minigrid-s7", "minigrid-s9"])
@@ -63,7 +79,7 @@ def test_grid_covers_the_profile_and_gives_every_memory_the_same_settings(tmp_pa
     cells = suite.grid(args)
     # "tmaze" has no full budget: skipped; "catch" runs every memory with 3 seeds.
     assert len(cells) == len(suite.MEMORIES) * 3
-    assert {cell.save_dir.parent.name for cell in cells} == {"catch"}
+    assert {cell.save_dir.parent.name for cell in cells} == {"catch"}  # (bandit: no full budget either)
     commands = [cell.command for cell in cells]
     assert all(c[c.index("--total-timesteps") + 1] == "512" for c in commands)
     assert {c[c.index("--tensorboard-log") + 1] for c in commands} == {str(tmp_path / "tb" / "catch")}
@@ -80,20 +96,32 @@ def test_quick_suite_runs_resumes_and_reports(
     assert suite.main(argv) == 0
     report = json.loads((tmp_path / "suite.json").read_text())
     assert report["suite_version"] == suite.SUITE_VERSION and report["profile"] == "quick"
-    assert len(report["runs"]) == 2 * 2  # tasks × memories, the quick profile's one seed
-    for run in report["runs"]:
-        task = TINY_TASKS[run["task"]]
-        assert run["score"] == pytest.approx(task.normalise(run["final_return"]))
+    assert len(report["runs"]) == 3 * 2  # tasks × memories, the quick profile's one seed
+    runs = {(run["task"], run["memory"]): run for run in report["runs"]}
+    zero = runs["bandit", "mlp"]["final_return"]  # the measured zero of a task without a memoryless constant
+    for (name, _), run in runs.items():
+        task = TINY_TASKS[name]
+        assert run["score"] == pytest.approx(task.normalise(run["final_return"], zero if name == "bandit" else None))
+    assert runs["bandit", "mlp"]["score"] == 0.0
     for memory in ("fast-weights", "mlp"):
         total = report["aggregate"][memory]
-        assert total["ci_low"] <= total["iqm"] <= total["ci_high"] and total["tasks"] == 2
+        assert total["ci_low"] <= total["iqm"] <= total["ci_high"] and total["tasks"] == 3
+        groups = report["aggregates"]
+        assert groups["popgym"][memory]["tasks"] == 1 and groups["memory"][memory]["tasks"] == 2
+    assert "IQM over the popgym tasks" in (tmp_path / "suite.md").read_text()
     for name in ("suite.md", "curves.png", "aggregate.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| catch | fast-weights |" in (tmp_path / "suite.md").read_text()
 
     capsys.readouterr()
     assert suite.main(argv) == 0  # everything finished: nothing is trained again
-    assert capsys.readouterr().out.count("already finished, kept") == 4
+    assert capsys.readouterr().out.count("already finished, kept") == 6
+
+    # Without its memoryless runs, a task scored against them is named as not scored; the others still are.
+    shutil.rmtree(tmp_path / "bandit" / "mlp-s0")
+    assert suite.main(["report", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "suite.json").read_text())
+    assert report["unscored_tasks"] == ["bandit"] and {run["task"] for run in report["runs"]} == {"tmaze", "catch"}
 
 
 def result(task: str, memory: str, seed: int, score: float) -> suite.CellResult:
