@@ -90,7 +90,7 @@ def make_callbacks(
             eval_freq=max(eval_freq // n_envs, 1),
             log_path=str(save_dir),
             best_model_save_path=str(save_dir),
-            deterministic=True,
+            deterministic=spec.deterministic_eval,
             verbose=spec.verbose,
         )
         if resumed_at is not None:
@@ -179,7 +179,8 @@ class Experiment:
             "policy_class": f"{policy_class.__module__}.{policy_class.__name__}", "seed": spec.seed,
             "device": spec.device, "threads": spec.threads, "hyperparams": params,
             "hyperparams_sources": spec.hyperparams_sources, "eval_episodes": spec.eval_episodes,
-            "save_dir": str(spec.save_dir), "tensorboard_log": spec.tensorboard_log, "command": spec.command,
+            "deterministic_eval": spec.deterministic_eval, "save_dir": str(spec.save_dir),
+            "tensorboard_log": spec.tensorboard_log, "command": spec.command,
             "started": _now(), "versions": common.versions(),
         }  # fmt: skip
         return spec.seed
@@ -275,26 +276,35 @@ class Experiment:
             model_path = save_model(self.model, spec.save_dir)
         except NonFiniteError as error:  # the last update diverged: the last good checkpoint stays the newest
             raise safety.stop_error(error, self.model, spec.save_dir, spec.algo) from None
-        final = None
+        # Both ways of acting, whichever the periodic evaluations use: where the best memoryless play is random
+        # (POPGym's Concentration, bandits) a deterministic policy without memory is stuck, and only sampled actions
+        # show what it can do.
+        finals: dict[str, common.EvalResult | None] = {"deterministic": None, "stochastic": None}
         if spec.final_eval_episodes:
             sync_envs_normalization(self.venv, self.eval_env)
-            final = common.evaluate(self.model, self.eval_env, spec.final_eval_episodes, deterministic=True)
+            for mode in finals:
+                finals[mode] = common.evaluate(
+                    self.model, self.eval_env, spec.final_eval_episodes, deterministic=mode == "deterministic"
+                )
         self.config["result"] = {
             "num_timesteps": int(self.model.num_timesteps),
             "wall_time_s": round(wall_time, 1),
-            "final_eval_deterministic": final.as_dict() if final else None,
+            **{f"final_eval_{mode}": final.as_dict() if final else None for mode, final in finals.items()},
         }
         self.write_config()
-        self.print_summary(model_path, wall_time, final)
+        self.print_summary(model_path, wall_time, finals)
         return self.config
 
-    def print_summary(self, model_path: Path, wall_time: float, final: common.EvalResult | None) -> None:
+    def print_summary(self, model_path: Path, wall_time: float, finals: dict[str, common.EvalResult | None]) -> None:
         config, save_dir = self.config, self.spec.save_dir
         best = save_dir / common.BEST_MODEL_NAME
         lines = [
             f"{config['algorithm']} {config['policy']} ({config.get('policy_alias')}) on {config['env_id']}, "
             f"seed {config['seed']}: {config['result']['num_timesteps']} steps in {wall_time:.1f} s",
-            f"  final evaluation (deterministic): {final.summary() if final else 'skipped'}",
+            *(
+                f"  final evaluation ({mode}): {final.summary() if final else 'skipped'}"
+                for mode, final in finals.items()
+            ),
             f"  model:       {model_path}" + (f"  (best: {best})" if best.exists() else ""),
             f"  config:      {save_dir / common.CONFIG_NAME}",
             f"  tensorboard: {config.get('tensorboard_dir') or 'off'}",

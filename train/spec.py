@@ -365,6 +365,8 @@ class RunSpec:
     :param save_dir: the run folder, new or empty (None: ``runs/<algo>-<env>-<policy>-s<seed>``).
     :param tensorboard_log: TensorBoard root, None for none.
     :param eval_freq: env steps between evaluations (None: 1/10 of the run; 0: none).
+    :param deterministic_eval: the periodic evaluations (and the best model) act deterministically; False: with
+        sampled actions. The final evaluation records both.
     :param checkpoint_freq: env steps between checkpoints (None: 1/5 of the run; 0: none).
     :param log_interval: rollouts between log dumps (None: about 100 dumps per run).
     :param resume: a model of a run to continue (set by :meth:`resumed`, with ``run_config``).
@@ -387,6 +389,7 @@ class RunSpec:
     threads: int = 1
     eval_freq: int | None = None
     eval_episodes: int = DEFAULT_EVAL_EPISODES
+    deterministic_eval: bool = True
     final_eval_episodes: int = 100
     checkpoint_freq: int | None = None
     log_interval: int | None = None
@@ -542,11 +545,14 @@ class RunSpec:
         eval_episodes = config.get("eval_episodes", DEFAULT_EVAL_EPISODES)
         if options.pop("eval_episodes", None) not in (None, eval_episodes):
             raise CLIError(f"--eval-episodes cannot be changed when resuming (the run uses {eval_episodes})")
+        deterministic_eval = config.get("deterministic_eval", True)
+        if options.pop("deterministic_eval", None) not in (None, deterministic_eval):
+            raise CLIError("--stochastic-eval cannot be changed when resuming: evaluations.npz keeps one kind")
         spec = cls(
             algo, config["env_id"], config["policy"], config["seed"], hyperparams, config.get("hyperparams_sources"),
             total_timesteps, save_dir=config_path.parent,  # where the run is now, wherever it was made
             tensorboard_log=options.pop("tensorboard_log", config.get("tensorboard_log")),
-            eval_episodes=eval_episodes, resume=model_path,
+            eval_episodes=eval_episodes, deterministic_eval=deterministic_eval, resume=model_path,
             archive_newer=archive_newer, archive=target.archive, run_config=config,
             **options,
         )  # fmt: skip

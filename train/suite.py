@@ -64,6 +64,7 @@ class Task:
     :param optimal_return: the optimal return (normalised score 1).
     :param budgets: env steps per profile; a profile without an entry skips the task.
     :param family: ``"memory"`` (our memory tasks) or ``"popgym"`` (POPGym's), for the per-family aggregates.
+    :param deterministic: scored (and evaluated along the way) by deterministic actions; False: by sampled ones.
     """
 
     name: str
@@ -73,6 +74,7 @@ class Task:
     optimal_return: float
     budgets: dict[str, int]
     family: str = "memory"
+    deterministic: bool = True
 
     def normalise(self, value: float | np.ndarray, memoryless_return: float | None = None) -> float | np.ndarray:
         """``value`` on the task's scale: 0 the memoryless return (the measured one for a task without a constant),
@@ -88,7 +90,9 @@ MEMORYLESS = "mlp"
 #: POPGym's tasks in the suite (Morad et al. 2023; ``envs.popgym``): its diagnostic tasks, control without
 #: velocities, noisy control, and its games, each at its Easy level, under both algorithms. Every POPGym return lies
 #: in [-1, 1], so 1 is the task maximum; no memoryless bound is known for most of them, so their zero is the suite's
-#: own memoryless runs of the same task and algorithm (:data:`MEMORYLESS`).
+#: own memoryless runs of the same task and algorithm (:data:`MEMORYLESS`). They are scored with sampled actions, as
+#: POPGym's own benchmark is: where the best memoryless play is random (Concentration, the bandit), a deterministic
+#: memoryless policy is stuck (Concentration: -1.0 deterministic, -0.2 sampled, A2C seed 0).
 POPGYM_TASKS: tuple[str, ...] = (
     "RepeatFirst", "RepeatPrevious", "Autoencode", "CountRecall", "PositionOnlyCartPole", "NoisyPositionOnlyPendulum",
     "HigherLower", "MultiarmedBandit", "Concentration", "MineSweeper",
@@ -109,6 +113,7 @@ def popgym_task(family: str, level: str, algo: str, budget: int = POPGYM_BUDGET)
         1.0,
         {"popgym": budget},
         family="popgym",
+        deterministic=False,
     )
 
 
@@ -181,6 +186,7 @@ def grid(args: argparse.Namespace) -> list[GridRun]:
                 train_args = [
                     "--total-timesteps", str(budget), "--eval-freq", str(budget // EVALUATIONS),
                     "--checkpoint-freq", "0", "--verbose", "0",
+                    *([] if task.deterministic else ["--stochastic-eval"]),
                     *(["--policy-kwargs", *memory.policy_kwargs] if memory.policy_kwargs else []),
                 ]  # fmt: skip
                 # One TensorBoard folder per task (as rl-zoo3 keeps one per env): runs are named by memory and seed.
@@ -224,11 +230,12 @@ class CellResult:
 Curve = tuple[np.ndarray, np.ndarray]
 
 
-def read_run(run: Path) -> tuple[dict[str, Any], float, Curve | None] | None:
-    """A finished run's config, final deterministic return and raw evaluation curve (None if it logged none); None
-    if the run is unfinished."""
+def read_run(task: Task, run: Path) -> tuple[dict[str, Any], float, Curve | None] | None:
+    """A finished run's config, final return (deterministic or sampled, as ``task`` is scored) and raw evaluation
+    curve (None if it logged none); None if the run is unfinished."""
     config = common.load_yaml(run / common.CONFIG_NAME, "run config")
-    final = ((config.get("result") or {}).get("final_eval_deterministic") or {}).get("mean_return")
+    mode = "deterministic" if task.deterministic else "stochastic"
+    final = ((config.get("result") or {}).get(f"final_eval_{mode}") or {}).get("mean_return")
     if final is None:
         return None
     scalars = runs_.run_scalars(run, config, "eval/mean_reward")
@@ -248,7 +255,7 @@ def collect(out_dir: Path) -> tuple[list[CellResult], dict[str, Curve], list[str
             continue
         found = {}
         for run in sorted(p for p in task_dir.iterdir() if (p / common.CONFIG_NAME).is_file()):
-            read = read_run(run)
+            read = read_run(task, run)
             if read is not None:
                 found[run] = read
         memoryless = [final for run, (_, final, _) in found.items() if run.name.rsplit("-s", 1)[0] == MEMORYLESS]

@@ -58,6 +58,13 @@ def build_parser(algo: str) -> argparse.ArgumentParser:
     )
     add("--eval-freq", type=int, metavar="N", help="env steps between evaluations (default: 1/10 of the run; 0: none)")
     add("--eval-episodes", type=int, metavar="N", help="episodes per periodic evaluation (default: 20)")
+    add(
+        "--stochastic-eval",
+        action="store_true",
+        default=None,
+        help="periodic evaluations (and best_model.zip) with sampled actions, not deterministic ones; the final "
+        "evaluation records both",
+    )
     add("--final-eval-episodes", type=int, default=100, metavar="N", help="of the final evaluation (default: 100)")
     add("--checkpoint-freq", type=int, metavar="N", help="env steps between checkpoints (default: 1/5 of the run)")
     add("--log-interval", type=int, metavar="N", help="rollouts between log dumps (default: ~100 dumps per run)")
@@ -91,7 +98,12 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
                 "(start a new run to change them)"
             )
         return spec.RunSpec.resumed(
-            args.resume, algo, total_timesteps=args.total_timesteps, eval_episodes=args.eval_episodes, **options
+            args.resume,
+            algo,
+            total_timesteps=args.total_timesteps,
+            eval_episodes=args.eval_episodes,
+            deterministic_eval=None if args.stochastic_eval is None else False,
+            **options,
         )
     return spec.RunSpec.build(
         algo,
@@ -106,6 +118,7 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
         seed=0 if args.seed is None else args.seed,
         save_dir=args.save_dir,
         eval_episodes=spec.DEFAULT_EVAL_EPISODES if args.eval_episodes is None else args.eval_episodes,
+        deterministic_eval=not args.stochastic_eval,
         **options,
     )
 

@@ -64,6 +64,8 @@ def test_a2c_trains_saves_and_logs(tmp_path: Path, policy: str, capsys: pytest.C
     assert "--total-timesteps 120" in config["command"]
     assert config["result"]["num_timesteps"] == 120
     assert 0.0 <= config["result"]["final_eval_deterministic"]["success_rate"] <= 1.0
+    assert 0.0 <= config["result"]["final_eval_stochastic"]["success_rate"] <= 1.0  # both ways of acting, always
+    assert config["deterministic_eval"] is True
 
     scalars, tensors, _ = tensorboard_tags(config["tensorboard_dir"])
     expected = {"rollout/ep_rew_mean", "rollout/success_rate", "train/policy_loss", "train/value_loss",
@@ -74,7 +76,16 @@ def test_a2c_trains_saves_and_logs(tmp_path: Path, policy: str, capsys: pytest.C
     assert any(tag.startswith("config") for tag in tensors)
 
     summary = capsys.readouterr().out
-    assert "final evaluation" in summary and str(run / "model.zip") in summary and "tensorboard:" in summary
+    assert "final evaluation (deterministic)" in summary and "final evaluation (stochastic)" in summary
+    assert str(run / "model.zip") in summary and "tensorboard:" in summary
+
+
+def test_stochastic_eval_is_recorded_and_kept_on_resume(tmp_path: Path) -> None:
+    assert a2c.main([*tiny(tmp_path), "--stochastic-eval"]) == 0
+    run = tmp_path / "run"
+    assert run_config(run)["deterministic_eval"] is False
+    assert a2c.main(["--resume", str(run), "--total-timesteps", "60", "--tensorboard-log", "none"]) == 0
+    assert run_config(run)["deterministic_eval"] is False
 
 
 def test_memory_stats_are_sane(tmp_path: Path) -> None:
