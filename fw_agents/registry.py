@@ -288,14 +288,20 @@ def register_policy_aliases(*algorithm_classes: type) -> None:
 _POLICIES_MODULE = "fw_agents.policies"
 
 # The fast-weights policies' defaults are ours, not the paper's (README, "defaults that learn"): a gated, additive
-# update, λ and η learned, η starting "balanced" (η = 2(1−λ)/H: the fast term starts as large as the slow one).
+# update, λ and η learned, η starting "balanced" (η = 2(1−λ)/H), LN's gain starting at 0.3 (an output of an
+# LSTM's scale: with 1, RecurrentA2C learned POPGym's position-only CartPole below a memoryless agent).
 # With the paper's cell (η = 0.5, no gate, fixed rates) the fast term starts ~130× the slow one at H = 64 and
 # drowns small observations. The paper's cell: gated=False, learn_rates=False, fast_learning_rate=0.5.
 register_memory(
     "fast-weights",
     FastWeightsRNN,
     policy_name="FastWeights",
-    default_memory_kwargs={"gated": True, "learn_rates": True, "fast_learning_rate": "balanced"},
+    default_memory_kwargs={
+        "gated": True,
+        "learn_rates": True,
+        "fast_learning_rate": "balanced",
+        "layer_norm_gain": 0.3,
+    },
     module=_POLICIES_MODULE,
     description="Fast-weights",
 )

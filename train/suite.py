@@ -48,7 +48,10 @@ from train.study import GridRun
 #: weights and most LSTM seeds never learned to look at the cue.
 #: 4: MiniGrid's BPTT chunks 8 -> 16 steps, counted from each episode's start (fw_agents.RecurrentPPO), so that the
 #: cue and the choice share a chunk; the fast-weights gate's bias starts chrono-initialised (the policies' default).
-SUITE_VERSION = 4
+#: 5: POPGym's tasks (the ``popgym`` profile, scored by sampled actions against the suite's memoryless runs); the
+#: fast-weights policies' LN gain starts at 0.3 (the paper's variant pins 1); every final evaluation records both
+#: ways of acting.
+SUITE_VERSION = 5
 #: Normalised score a run must reach for "steps to 0.9".
 STEPS_THRESHOLD = 0.9
 #: Evaluations per run (the periodic evaluations behind the curves and the steps to 0.9).
@@ -146,7 +149,9 @@ class Memory:
 
 
 #: The paper's cell (Ba et al. 2016): η = 0.5, λ = 0.95, S = 1, no gate, fixed rates.
-PAPER_FAST_WEIGHTS = ("decay_rate=0.95", "fast_learning_rate=0.5", "gated=false", "learn_rates=false")
+PAPER_FAST_WEIGHTS = (
+    "decay_rate=0.95", "fast_learning_rate=0.5", "gated=false", "learn_rates=false", "layer_norm_gain=1.0"
+)
 #: Variants run beside a memory at its defaults.
 VARIANTS: dict[str, tuple[Memory, ...]] = {
     "fast-weights": (Memory("fast-weights-paper", "fast-weights", PAPER_FAST_WEIGHTS),),

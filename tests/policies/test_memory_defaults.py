@@ -20,10 +20,12 @@ def test_policy_defaults_are_ours_and_the_paper_is_one_option_set_away() -> None
     core = model.policy.memory_cores()[0]
     assert core.gated and core.learn_rates
     assert core.fast_learning_rate == pytest.approx(balanced_fast_learning_rate(16, 0.95))
-    paper = {"gated": False, "learn_rates": False, "fast_learning_rate": 0.5}
+    th.testing.assert_close(core.layer_norm.weight, th.full((16,), 0.3))  # an output of an LSTM's scale
+    paper = {"gated": False, "learn_rates": False, "fast_learning_rate": 0.5, "layer_norm_gain": 1.0}
     model = RecurrentA2C(FastWeightsActorCriticPolicy, ENV, n_steps=4, policy_kwargs={"hidden_size": 16, **paper})
     core = model.policy.memory_cores()[0]
     assert not core.gated and not core.learn_rates and core.fast_learning_rate == 0.5
+    th.testing.assert_close(core.layer_norm.weight, th.ones(16))
 
 
 @pytest.mark.parametrize("algorithm", [RecurrentA2C, RecurrentPPO])
