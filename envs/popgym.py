@@ -10,7 +10,7 @@ POPGym gives it; SB3's policies take it as floats), in a ``TimeLimit`` as a guar
 when the agent plays well (Concentration, MineSweeper).
 
 Every POPGym task's episode return lies in [-1, 1] by construction (POPGym scales each reward by the episode's
-length), so 1 is the task maximum; the suite (``python -m train.suite``) scores against it.
+length), so 1 is the task maximum; the suite (``python -m bench.suite``) scores against it.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from fw_agents.registry import (
     MEMORY_CORES,
     POLICY_ALIASES,
     get_memory,
+    load_plugins,
     memory_names,
     register_memory,
     register_policy_aliases,
@@ -29,6 +30,11 @@ from fw_agents.registry import (
 )
 
 __version__ = "0.1.0"
+
+# Memories of other packages (entry points, group "fw_agents.memories"), after everything here is defined so that a
+# plugin may import from fw_agents; our algorithms then know their aliases too.
+if load_plugins():
+    register_policy_aliases(RecurrentA2C, RecurrentPPO)
 
 __all__ = [
     "MEMORY_CORES",
@@ -54,6 +60,7 @@ __all__ = [
     "StackedCore",
     "canonical_policy_kwargs",
     "get_memory",
+    "load_plugins",
     "memory_names",
     "register_memory",
     "register_policy_aliases",

@@ -1,12 +1,12 @@
 """The registry of memories: one entry per memory, and everything that names memories derives from it.
 
 An entry (:class:`MemoryEntry`) ties a name — the command lines' ``--policy`` choice, the run folders', the suite's
-and ``train.assoc``'s ``--model`` — to a memory core (:mod:`fw_agents.memory`) and to the policy classes that hold
+and ``bench.assoc``'s ``--model`` — to a memory core (:mod:`fw_agents.memory`) and to the policy classes that hold
 it, one per kind of observation (:data:`POLICY_KINDS`: ``Mlp`` vectors, ``Cnn`` images, ``MultiInput`` Dicts). For
 a core of ours the registry *makes* the policy classes (subclasses of
 :class:`~fw_agents.policies.RecurrentMemoryActorCriticPolicy`) and their aliases; an entry may name external policy
 classes instead, as ``lstm`` does: ``--policy lstm`` is sb3-contrib's own ``MlpLstmPolicy`` (the reference), while
-its core, :class:`~fw_agents.memory.LSTMCore`, serves where a bare core is wanted (``train.assoc``, the bench).
+its core, :class:`~fw_agents.memory.LSTMCore`, serves where a bare core is wanted (``bench.assoc``, the bench).
 
 Adding a memory is one module and one call::
 
@@ -24,13 +24,25 @@ which makes ``MyCoreActorCriticPolicy``, ``MyCoreActorCriticCnnPolicy`` and ``My
 
 :data:`MEMORY_CORES` and :data:`POLICY_ALIASES` are read-only live views: they change only through
 :func:`register_memory` and :func:`unregister_memory` (or :func:`registered_memory`, which undoes itself).
+
+**Memories from other packages** arrive by entry point, group ``fw_agents.memories`` (:data:`ENTRY_POINT_GROUP`), so
+that every process that imports fw_agents has them (the command lines, and the training processes that grids and
+tuning start): in the other package's ``pyproject.toml``::
+
+    [project.entry-points."fw_agents.memories"]
+    leaky = "my_cores.leaky"            # a module that calls register_memory when imported
+    # or: leaky = "my_cores.leaky:LeakyCore"   (a MemoryCore subclass, registered under the entry point's name)
+
+``import fw_agents`` loads them (:func:`load_plugins`); one that fails to load is a warning, not an error.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,7 +72,7 @@ _IDENTIFIER = re.compile(r"[A-Z][A-Za-z0-9]*")
 class MemoryEntry:
     """One registered memory.
 
-    :param name: its name everywhere: ``--policy``, run folders, the suite, ``train.assoc --model``.
+    :param name: its name everywhere: ``--policy``, run folders, the suite, ``bench.assoc --model``.
     :param core_class: the memory core (for a bare core: ``core_class(input_size, hidden_size, **options)``).
     :param alias_name: the part of the aliases that names the memory: ``Mlp<alias_name>Policy``, ….
     :param policies: policy class per kind (:data:`POLICY_KINDS`).
@@ -281,6 +293,30 @@ def register_policy_aliases(*algorithm_classes: type) -> None:
                 raise ValueError(f"{algorithm.__name__}.policy_aliases[{name!r}] is already {aliases[name]!r}")
             aliases[name] = policy
         algorithm.policy_aliases = aliases
+
+
+#: The entry-point group through which other packages add memories (module docstring).
+ENTRY_POINT_GROUP = "fw_agents.memories"
+
+
+def load_plugins() -> list[str]:
+    """Load the memories other packages declare in the ``fw_agents.memories`` entry-point group, once each: an entry
+    point naming a module is imported (the module registers its memories); one naming a
+    :class:`~fw_agents.memory.MemoryCore` subclass is registered under the entry point's name. Returns the names of
+    the memories that are new. A plugin that fails to import or register is a warning naming it, not an error: one
+    broken package must not stop every command."""
+    before = set(_entries)
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry_point.load()
+            if isinstance(loaded, type) and issubclass(loaded, MemoryCore) and entry_point.name not in _entries:
+                register_memory(entry_point.name, loaded)
+        except Exception as error:  # noqa: BLE001  (any failure of someone else's code is reported, not raised)
+            warnings.warn(
+                f"fw_agents: memory plugin {entry_point.name!r} ({entry_point.value}) did not load: {error}",
+                stacklevel=2,
+            )
+    return [name for name in _entries if name not in before]
 
 
 # ----------------------------------------------------------------------------------------------- the built-ins

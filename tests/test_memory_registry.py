@@ -16,6 +16,7 @@ from torch import nn
 
 import fw_agents.memory
 import fw_agents.policies
+from bench import speed as bench
 from fw_agents import RecurrentA2C
 from fw_agents.memory import FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore
 from fw_agents.memory.base import check_number, reset_state
@@ -29,7 +30,7 @@ from fw_agents.registry import (
     registered_memory,
     unregister_memory,
 )
-from train import a2c, bench
+from train import a2c
 
 BUILT_INS = ["fast-weights", "lstm", "gru", "mlp"]
 

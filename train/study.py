@@ -1,6 +1,6 @@
 """Grids of training runs shared through an Optuna study, and the storages that hold the studies.
 
-A grid (``train.compare run``, ``train.suite run``) is a list of *cells*: one ``python -m train.<algo> …``
+A grid (``train.compare run``, ``bench.suite run``) is a list of *cells*: one ``python -m train.<algo> …``
 command each, with its run folder. Every worker that runs the grid (the same command started several times, on
 one machine or on several) works through one Optuna study, the grid's ledger: each attempt at a cell is a trial
 whose ``cell`` user attribute names the cell (its folder, relative to the grid's output folder). A worker

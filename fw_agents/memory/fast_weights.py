@@ -39,7 +39,7 @@ Three computation paths give the same numbers:
   to the keys, not a copy: the backward pass keeps O(T·B·H) floats of states plus O(T²·B) scores, and A₀ once.
 
 ``"auto"`` uses the fused op wherever it runs: it is the fastest path at every length measured, single
-rollout steps included (``python -m train.bench core``). Where it cannot run (no C++ compiler, a failed
+rollout steps included (``python -m bench.speed core``). Where it cannot run (no C++ compiler, a failed
 build, CUDA, another dtype) ``"auto"`` and ``"fused"`` warn once and use the explicit path for single steps
 (rollouts) and the attention path for sequences of up to ``attention_max_len`` steps (default H, where the two
 cross over in speed; the attention path is the lighter one in memory at every length). ``collect_stats``

@@ -8,9 +8,9 @@ import pytest
 from stable_baselines3.common.env_checker import check_env
 
 import envs
+from bench import suite
 from envs.popgym import make_popgym_env
 from tests.envs.helpers import run_episode
-from train import suite
 
 SUITE_IDS = sorted({task.env_id for task in suite.TASKS if task.family == "popgym"})
 

@@ -1,6 +1,6 @@
 """Bad values on every command line: exit status 2, exactly one line on stderr, no traceback, nothing written.
 
-One table over train.a2c, train.ppo, train.evaluate, train.compare, train.suite, train.assoc, train.bench and
+One table over train.a2c, train.ppo, train.evaluate, train.compare, bench.suite, bench.assoc, bench.speed and
 train.plot. Each case runs in a folder that holds a finished tiny run (for the cases that resume, evaluate or plot
 it); every file under that folder must be byte for byte the same afterwards, and no file may appear.
 """
@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train import a2c, assoc, bench, compare, evaluate, plot, ppo, suite
+from bench import assoc, suite
+from bench import speed as bench
+from train import a2c, compare, evaluate, plot, ppo
 
 CATCH = "fw_agents/Catch-N16-M3-v0"
 MAINS: dict[str, Callable[[list[str]], int]] = {
@@ -164,5 +166,5 @@ def test_bad_value_is_one_line_exit_2_and_writes_nothing(
     out, err = capsys.readouterr()
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert out == "", out  # nothing said before the refusal (e.g. "resuming RUN from ..."): the error is the output
-    assert err.startswith("python -m train.") and expected in err, err
+    assert err.startswith(("python -m train.", "python -m bench.")) and expected in err, err
     assert snapshot(tmp_path) == before

@@ -1,4 +1,4 @@
-"""Associative retrieval, supervised (Ba et al. 2016, §4.1): ``python -m train.assoc [options]``.
+"""Associative retrieval, supervised (Ba et al. 2016, §4.1): ``python -m bench.assoc [options]``.
 
 A sequence is K letter-key / digit-value pairs with distinct keys, then ``??``, then one of the K keys; the
 target is the digit paired with that key: ``c9k8j3f1??c -> 9``. Symbols are one-hot over 37 tokens (26 letters,
@@ -275,7 +275,7 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
 
 # --- command line -------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="python -m train.assoc", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m bench.assoc", description=__doc__.splitlines()[0])
     defaults = TrainConfig()
     parser.add_argument("--model", choices=models(), default=defaults.model)
     parser.add_argument("--hidden-size", type=positive_int, default=defaults.hidden_size, help="R (default: 20)")

@@ -1,4 +1,4 @@
-"""``python -m train.bench core``, ``throughput``, ``models`` (:mod:`train.bench_models`): smoke runs, measurements."""
+"""``python -m bench.speed core``, ``throughput``, ``models`` (:mod:`bench.speed_models`): smoke runs, measurements."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch as th
 
-from train.bench import main
-from train.bench_models import AGENTS, CORE_MODELS, make_core_step, saved_bytes
+from bench.speed import main
+from bench.speed_models import AGENTS, CORE_MODELS, make_core_step, saved_bytes
 
 
 def test_core_quick_writes_json_with_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,4 +78,4 @@ def test_missing_json_folder_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["core", "--hidden-sizes", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("python -m train.bench core: error:")
+    assert err.count("\n") == 1 and err.startswith("python -m bench.speed core: error:")

@@ -1,7 +1,7 @@
 """The memory suite: every memory on every memory task, scored on one scale.
 
-    python -m train.suite run --profile quick --out-dir runs/suite-quick --jobs 2
-    python -m train.suite report runs/suite-quick
+    python -m bench.suite run --profile quick --out-dir runs/suite-quick --jobs 2
+    python -m bench.suite report runs/suite-quick
 
 ``run`` trains each memory of :data:`MEMORIES` on each task of :data:`TASKS` × seeds, one ``python -m train.a2c``
 (or ``train.ppo``) process per cell, ``--jobs`` at a time, in ``OUT_DIR/<task>/<memory>-s<seed>``, through an
@@ -504,7 +504,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.ArgumentParser(prog="python -m train.suite", description=__doc__.splitlines()[0])
+    parser = common.ArgumentParser(prog="python -m bench.suite", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     run = subparsers.add_parser("run", help="train every memory on every task x seeds, then write the report")
     run.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="budgets and seeds (default: quick)")

@@ -1,4 +1,4 @@
-"""``python -m train.bench envs`` runs and reports every selected id."""
+"""``python -m bench.speed envs`` runs and reports every selected id."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from train.bench import build_parser, main
+from bench.speed import build_parser, main
 
 
 def test_envs_subcommand_json(capsys: pytest.CaptureFixture[str]) -> None:

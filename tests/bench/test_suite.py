@@ -1,4 +1,4 @@
-"""``python -m train.suite``: the grid of tasks × memories × seeds, its resume, and the scored report."""
+"""``python -m bench.suite``: the grid of tasks × memories × seeds, its resume, and the scored report."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the ids)
+from bench import suite
 from tests.envs.helpers import run_episode
 from tests.envs.minigrid_agents import OracleRusher, Scripted
-from train import common, suite
+from train import common
 from train.spec import HYPERPARAMS_FILE
 
 #: Two tiny tasks (a few seconds each) standing in for the suite's table.
@@ -152,4 +153,4 @@ def test_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys: pytest.Captu
     assert suite.main(["run", "--out-dir", str(tmp_path), "--tasks", "catch-n24", "--profile", "quick"]) == 2
     assert suite.main(["run", "--out-dir", str(tmp_path), "--seeds", "1", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("python -m train.suite: error:") for line in err)
+    assert len(err) == 3 and all(line.startswith("python -m bench.suite: error:") for line in err)

@@ -1,4 +1,4 @@
-"""Model benchmarks for ``python -m train.bench``: the ``core`` and ``throughput`` subcommands.
+"""Model benchmarks for ``python -m bench.speed``: the ``core`` and ``throughput`` subcommands.
 
 * ``core``: one memory core alone, forward + backward over ``(T, B)`` sequences: fast weights (fused, explicit
   and attention paths) against ``torch.nn.LSTM`` and ``torch.nn.GRU``; time and the bytes autograd saves for the
@@ -66,7 +66,7 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
 def start_run(args: argparse.Namespace, subcommand: str) -> bool:
     """Check ``--json`` (one-line error on stderr if it cannot be written) and pin torch's threads."""
     if error := check_json_path(args.json):
-        print(f"python -m train.bench {subcommand}: error: {error}", file=sys.stderr)
+        print(f"python -m bench.speed {subcommand}: error: {error}", file=sys.stderr)
         return False
     th.set_num_threads(args.threads)
     return True

@@ -1,4 +1,4 @@
-"""``python -m train.assoc``: the associative-retrieval generator, the models, a tiny run, argument errors."""
+"""``python -m bench.assoc``: the associative-retrieval generator, the models, a tiny run, argument errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch as th
 
-from train.assoc import (
+from bench.assoc import (
     N_DIGITS,
     N_LETTERS,
     QUERY_MARK,
@@ -125,11 +125,11 @@ def test_fast_weights_learn_a_single_pair_quickly() -> None:
 def test_bad_arguments_one_line_and_status_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("python -m train.assoc: error:")
+    assert err.count("\n") == 1 and err.startswith("python -m bench.assoc: error:")
 
 
 def test_command_line_bad_argument_has_no_traceback() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "train.assoc", "--hidden-size", "-3"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "bench.assoc", "--hidden-size", "-3"], cwd=REPO, capture_output=True, text=True
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1

@@ -1,9 +1,9 @@
-"""Benchmarks: ``python -m train.bench <subcommand> [options]``.
+"""Benchmarks: ``python -m bench.speed <subcommand> [options]``.
 
 Subcommands:
   envs         env steps per second of every registered ``fw_agents/*`` id (random actions, auto-reset).
-  core         memory cores alone: forward+backward time and saved memory (:mod:`train.bench_models`).
-  throughput   training env steps/s and peak memory of recurrent agents (:mod:`train.bench_models`).
+  core         memory cores alone: forward+backward time and saved memory (:mod:`bench.speed_models`).
+  throughput   training env steps/s and peak memory of recurrent agents (:mod:`bench.speed_models`).
   models       core and throughput in one run (one JSON with both).
 
 Adding a subcommand: write ``add_<name>_parser(subparsers)`` that builds its parser and sets
@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from train import bench_models
+from bench import speed_models
 from train.argtypes import CLIError, OneLineArgumentParser, positive_int, seed_int
 from train.common import run_cli
 
@@ -89,12 +89,12 @@ def add_envs_parser(subparsers: argparse._SubParsersAction) -> None:
 
 # --- command line -------------------------------------------------------------------------------------------
 #: One entry per subcommand; each adds its parser and sets ``func``.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_envs_parser, *bench_models.SUBCOMMANDS]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_envs_parser, *speed_models.SUBCOMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
     # OneLineArgumentParser: usage errors are one line; subparsers inherit the class.
-    parser = OneLineArgumentParser(prog="python -m train.bench", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)
