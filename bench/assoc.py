@@ -35,17 +35,16 @@ from torch import nn
 
 from fw_agents.memory import FastWeightsRNN, MemoryCore
 from fw_agents.registry import MEMORY_CORES, memory_names
-from train.argtypes import (
-    CLIError,
-    OneLineArgumentParser,
+from train.cli import (
+    ArgumentParser,
     check_json_path,
     float_in,
     int_at_least,
     positive_float,
     positive_int,
+    run_cli,
     seed_int,
 )
-from train.common import run_cli
 
 N_LETTERS = 26
 N_DIGITS = 10
@@ -275,7 +274,7 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
 
 # --- command line -------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(prog="python -m bench.assoc", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.assoc", description=__doc__.splitlines()[0])
     defaults = TrainConfig()
     parser.add_argument("--model", choices=models(), default=defaults.model)
     parser.add_argument("--hidden-size", type=positive_int, default=defaults.hidden_size, help="R (default: 20)")
@@ -317,8 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_assoc(args: argparse.Namespace) -> int:
     """Train and report one configuration (``--json``: also write every number)."""
-    if error := check_json_path(args.json):
-        raise CLIError(error)
+    check_json_path(args.json)
     fields = TrainConfig.__dataclass_fields__
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if MEMORY_CORES.get(config.model) is not FastWeightsRNN and (

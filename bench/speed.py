@@ -25,8 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from bench import speed_models
-from train.argtypes import CLIError, OneLineArgumentParser, positive_int, seed_int
-from train.common import run_cli
+from train.cli import ArgumentParser, CLIError, positive_int, run_cli, seed_int
 
 
 # --- envs ---------------------------------------------------------------------------------------------------
@@ -93,8 +92,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_envs_pars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # OneLineArgumentParser: usage errors are one line; subparsers inherit the class.
-    parser = OneLineArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0])
+    # ArgumentParser: usage errors are one line; subparsers inherit the class.
+    parser = ArgumentParser(prog="python -m bench.speed", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)

@@ -34,7 +34,7 @@ from torch import nn
 
 from fw_agents.memory import FastWeightsRNN
 from fw_agents.registry import MEMORY_CORES, get_memory, memory_names
-from train.argtypes import check_json_path, positive_int, seed_int
+from train.cli import check_json_path, positive_int, seed_int
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:

@@ -26,18 +26,17 @@ import statistics
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fw_agents.registry import memory_names
-from train import common, study
+from train import grid as grids
 from train import runs as runs_
-from train.argtypes import CLIError, positive_int, seed_int
-from train.compare import train_command
-from train.study import GridRun
+from train.cli import ArgumentParser, CLIError, load_yaml, run_cli, seed_int
+from train.spec import RunSpec
 
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
 #: 2: the T-mazes moved to their -v1 ids (version 1's -v0 mazes were not learned by any agent), with budgets
@@ -145,13 +144,13 @@ class Memory:
 
     name: str
     policy: str
-    policy_kwargs: tuple[str, ...] = ()
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 #: The paper's cell (Ba et al. 2016): η = 0.5, λ = 0.95, S = 1, no gate, fixed rates.
-PAPER_FAST_WEIGHTS = (
-    "decay_rate=0.95", "fast_learning_rate=0.5", "gated=false", "learn_rates=false", "layer_norm_gain=1.0"
-)
+PAPER_FAST_WEIGHTS = {
+    "decay_rate": 0.95, "fast_learning_rate": 0.5, "gated": False, "learn_rates": False, "layer_norm_gain": 1.0,
+}  # fmt: skip
 #: Variants run beside a memory at its defaults.
 VARIANTS: dict[str, tuple[Memory, ...]] = {
     "fast-weights": (Memory("fast-weights-paper", "fast-weights", PAPER_FAST_WEIGHTS),),
@@ -169,8 +168,8 @@ def cell_dir(out_dir: Path, task: Task, memory: Memory, seed: int) -> Path:
     return out_dir / task.name / f"{memory.name}-s{seed}"
 
 
-def grid(args: argparse.Namespace) -> list[GridRun]:
-    """Every (task, memory, seed) cell of the profile, as a training command."""
+def grid(args: argparse.Namespace) -> list[grids.Cell]:
+    """Every (task, memory, seed) cell of the profile: one spec per task and memory, checked once, copied per seed."""
     out_dir = Path(args.out_dir)
     tasks = [TASKS_BY_NAME[name] for name in args.tasks] if args.tasks else TASKS
     memories = [MEMORIES_BY_NAME[name] for name in args.memories] if args.memories else MEMORIES
@@ -186,19 +185,16 @@ def grid(args: argparse.Namespace) -> list[GridRun]:
                 raise CLIError(f"task {task.name} is not in the {args.profile} profile; its profiles: {task.budgets}")
             continue
         for memory in memories:
+            # One TensorBoard folder per task (as rl-zoo3 keeps one per env): runs are named by memory and seed.
+            spec = RunSpec.build(
+                task.algo, task.env_id, memory.policy, total_timesteps=budget, policy_kwargs=dict(memory.policy_kwargs),
+                eval_freq=budget // EVALUATIONS, checkpoint_freq=0, verbose=0, deterministic_eval=task.deterministic,
+                tensorboard_log=str(out_dir / "tb" / task.name), save_dir=out_dir / grids.CELLS_DIR / "checked",
+            )  # fmt: skip
             for seed in seeds:
                 save_dir = cell_dir(out_dir, task, memory, seed)
-                train_args = [
-                    "--total-timesteps", str(budget), "--eval-freq", str(budget // EVALUATIONS),
-                    "--checkpoint-freq", "0", "--verbose", "0",
-                    *([] if task.deterministic else ["--stochastic-eval"]),
-                    *(["--policy-kwargs", *memory.policy_kwargs] if memory.policy_kwargs else []),
-                ]  # fmt: skip
-                # One TensorBoard folder per task (as rl-zoo3 keeps one per env): runs are named by memory and seed.
-                command = train_command(
-                    task.algo, task.env_id, memory.policy, seed, save_dir, out_dir / "tb" / task.name, train_args
-                )
-                cells.append(GridRun(save_dir, command))
+                name = save_dir.relative_to(out_dir).as_posix()
+                cells.append(grids.Cell(name, spec.model_copy(update={"seed": seed, "save_dir": save_dir})))
     return cells
 
 
@@ -209,8 +205,8 @@ def run_suite(args: argparse.Namespace) -> int:
     manifest = {"suite_version": SUITE_VERSION, "profile": args.profile}
     (out_dir / "suite-manifest.json").write_text(json.dumps(manifest) + "\n")
     default_study = f"suite-v{SUITE_VERSION}-{args.profile}-{out_dir.resolve().name}"
-    status = study.run_grid(cells, out_dir, args, default_study)
-    if status == 130:
+    status = grids.GridWorker(cells, out_dir, args, default_study).run()
+    if status > 128:  # interrupted
         return status
     write_report(out_dir)
     return status
@@ -238,7 +234,7 @@ Curve = tuple[np.ndarray, np.ndarray]
 def read_run(task: Task, run: Path) -> tuple[dict[str, Any], float, Curve | None] | None:
     """A finished run's config, final return (deterministic or sampled, as ``task`` is scored) and raw evaluation
     curve (None if it logged none); None if the run is unfinished."""
-    config = common.load_yaml(run / common.CONFIG_NAME, "run config")
+    config = load_yaml(run / runs_.CONFIG_NAME, "run config")
     mode = "deterministic" if task.deterministic else "stochastic"
     final = ((config.get("result") or {}).get(f"final_eval_{mode}") or {}).get("mean_return")
     if final is None:
@@ -259,7 +255,7 @@ def collect(out_dir: Path) -> tuple[list[CellResult], dict[str, Curve], list[str
         if not task_dir.is_dir():
             continue
         found = {}
-        for run in sorted(p for p in task_dir.iterdir() if (p / common.CONFIG_NAME).is_file()):
+        for run in sorted(p for p in task_dir.iterdir() if (p / runs_.CONFIG_NAME).is_file()):
             read = read_run(task, run)
             if read is not None:
                 found[run] = read
@@ -504,7 +500,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.ArgumentParser(prog="python -m bench.suite", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.suite", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     run = subparsers.add_parser("run", help="train every memory on every task x seeds, then write the report")
     run.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="budgets and seeds (default: quick)")
@@ -514,8 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--seeds", nargs="+", type=seed_int, metavar="N", help="instead of the profile's (quick: 0; full: 0 1 2)"
     )
-    run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
-    study.add_grid_arguments(run, default_study="suite-v<version>-<profile>-<name of OUT_DIR>")
+    grids.add_grid_arguments(run, default_study="suite-v<version>-<profile>-<name of OUT_DIR>")
     run.set_defaults(func=run_suite)
     report = subparsers.add_parser("report", help="score the finished runs: suite.json, suite.md and plots")
     report.add_argument("out_dir", metavar="DIR")
@@ -525,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return common.run_cli(build_parser(), lambda args: int(args.func(args)), argv)
+    return run_cli(build_parser(), lambda args: int(args.func(args)), argv)
 
 
 if __name__ == "__main__":

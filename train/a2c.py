@@ -3,7 +3,7 @@
 import sys
 from functools import partial
 
-from train.trainer import train_main
+from train.cli import train_main
 
 #: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
 main = partial(train_main, "a2c")

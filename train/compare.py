@@ -3,7 +3,7 @@
 ``run`` trains a grid of agents, one per policy and seed, each with ``python -m train.a2c`` (or ``train.ppo``) in
 its own process and run folder ``OUT_DIR/<name>-s<seed>`` (log in ``OUT_DIR/<name>-s<seed>.log``), ``--jobs`` at a
 time; options after ``--`` go to every run (except those the grid sets itself: ``--env``, ``--policy``,
-``--seed``, ``--save-dir``, ``--tensorboard-log``). The grid runs through an Optuna study (:mod:`train.study`;
+``--seed``, ``--save-dir``, ``--tensorboard-log``). The grid runs through an Optuna study (:mod:`train.grid`;
 ``--storage``, default ``OUT_DIR/optuna-journal.log``, and ``--study-name``): the same command started several
 times, or on several machines pointed at one storage, shares the runs, each trained once, and a run whose worker
 died is retried. Runs that already finished are kept and skipped, so an interrupted grid can be started again
@@ -28,78 +28,62 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fw_agents.registry import memory_names
-from train import common, study
+from train import grid
 from train import runs as runs_
-from train.argtypes import CLIError, check_json_path, float_in, positive_int, seed_int
-from train.study import GridRun
+from train.cli import ArgumentParser, CLIError, check_json_path, float_in, run_cli, seed_int
+from train.spec import ALGORITHMS
 
 SUCCESS_TAG = "eval/success_rate"
 
 
 # ----------------------------------------------------------------------------------------------- run
-#: ``train.<algo>`` options that :func:`train_command` sets for each run -> this command's option for them. After
-#: ``--`` they would make every run the same one (``--seed 7``) or put it where the grid does not look.
+#: Training options the grid sets for each run -> this command's option for them. After ``--`` they would make every
+#: run the same one (``--seed 7``) or put it where the grid does not look.
 GRID_OPTIONS = {
-    "--env": "--env",
-    "--policy": "--policies",
-    "--seed": "--seeds",
-    "--save-dir": "--out-dir",
-    "--tensorboard-log": "--out-dir",
+    "env": "--env",
+    "policy": "--policies",
+    "seed": "--seeds",
+    "save_dir": "--out-dir",
+    "tensorboard_log": "--out-dir",
+    "resume": "--out-dir (the grid resumes its runs)",
+    "spec": "--policies",
 }
 
 
-def train_command(
-    algo: str, env: str, policy: str, seed: int, save_dir: Path, tensorboard_log: Path, train_args: Sequence[str]
-) -> list[str]:
-    """``python -m train.<algo> …`` for one run of a grid."""
-    return [
-        sys.executable, "-m", f"train.{algo}", "--env", env, "--policy", policy, "--seed", str(seed),
-        "--save-dir", str(save_dir), "--tensorboard-log", str(tensorboard_log), "--no-progress-bar", *train_args,
-    ]  # fmt: skip
-
-
-def check_train_args(train_args: Sequence[str], owned: Mapping[str, str]) -> None:
-    """Refuse options after ``--`` that the command sets itself (``owned``: option -> the command's own option
-    for it). argparse takes any unambiguous prefix of an option (``--se`` for ``--seed``), so prefixes count."""
-    for arg in train_args:
-        name = arg.split("=", 1)[0]
-        if not name.startswith("--") or len(name) < 3:
-            continue
-        for option, instead in owned.items():
-            if option.startswith(name):
-                raise CLIError(
-                    f"{arg} after --: {option} is set for each run by this command; use its {instead} instead"
-                )
-
-
-def plan(args: argparse.Namespace) -> list[GridRun]:
-    """The grid's runs, each with its folder and command; everything checked before any work."""
+def plan(args: argparse.Namespace) -> list[grid.Cell]:
+    """The grid's cells: one spec per policy, checked once, copied per seed."""
     if args.name and len(args.policies) > 1:
         raise CLIError("--name names the runs of one policy; give one --policies entry with it")
     if len(set(args.policies)) < len(args.policies) or len(set(args.seeds)) < len(args.seeds):
         raise CLIError("--policies and --seeds must not repeat an entry")
-    check_train_args(args.train_args, GRID_OPTIONS)
-    common.resolve_env_id(args.env)  # an unknown env is one error here, not one failed run per grid entry
     out_dir = Path(args.out_dir)
-    grid = []
+    cells = []
     for policy in args.policies:
+        spec = grid.base_spec(
+            args.algo,
+            args.train_args,
+            GRID_OPTIONS,
+            out_dir,
+            env=args.env,
+            policy=policy,
+            tensorboard_log=str(out_dir / "tb"),
+        )
         for seed in args.seeds:
-            save_dir = out_dir / f"{args.name or policy}-s{seed}"
-            command = train_command(args.algo, args.env, policy, seed, save_dir, out_dir / "tb", args.train_args)
-            grid.append(GridRun(save_dir, command))
-    return grid
+            name = f"{args.name or policy}-s{seed}"
+            cells.append(grid.Cell(name, spec.model_copy(update={"seed": seed, "save_dir": out_dir / name})))
+    return cells
 
 
 def run_grid(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir)
-    return study.run_grid(plan(args), out_dir, args, default_study=f"compare-{out_dir.resolve().name}")
+    return grid.GridWorker(plan(args), out_dir, args, default_study=f"compare-{out_dir.resolve().name}").run()
 
 
 # ----------------------------------------------------------------------------------------------- table
@@ -186,8 +170,7 @@ def markdown(results: Sequence[RunResult], threshold: float) -> str:
 
 
 def run_table(args: argparse.Namespace) -> int:
-    if error := check_json_path(args.json):
-        raise CLIError(error)
+    check_json_path(args.json)
     configs = runs_.load_configs(runs_.find_runs(args.runs))
     labels = runs_.run_labels(configs)
     found = (run_result(run, config, labels[run], args.threshold, args.tag) for run, config in configs.items())
@@ -203,18 +186,17 @@ def run_table(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.ArgumentParser(prog="python -m train.compare", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m train.compare", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
 
     run = subparsers.add_parser("run", help="train a grid of policies x seeds, a few processes at a time")
     run.add_argument("--env", required=True, metavar="ID", help="env id, as for train.a2c")
-    run.add_argument("--algo", choices=sorted(common.ALGORITHMS), default="a2c", help="trainer (default: a2c)")
+    run.add_argument("--algo", choices=sorted(ALGORITHMS), default="a2c", help="trainer (default: a2c)")
     run.add_argument("--policies", nargs="+", choices=memory_names(), default=memory_names())
     run.add_argument("--seeds", nargs="+", type=seed_int, default=[0, 1, 2], metavar="N", help="(default: 0 1 2)")
     run.add_argument("--out-dir", required=True, metavar="DIR", help="where the run folders and TensorBoard logs go")
     run.add_argument("--name", help="folder prefix of the runs, for a variant of one policy (default: the policy)")
-    run.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
-    study.add_grid_arguments(run, default_study="compare-<name of OUT_DIR>")
+    grid.add_grid_arguments(run, default_study="compare-<name of OUT_DIR>")
     run.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then options for every run")
     run.set_defaults(func=run_grid)
 
@@ -235,7 +217,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return common.run_cli(build_parser(), dispatch, argv)
+    return run_cli(build_parser(), dispatch, argv)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,19 @@ from PIL import Image
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from train import common
-from train.argtypes import CLIError, check_int, check_output_path, seed_int
-from train.spec import check_device
+from train import runs
+from train.cli import (
+    ArgumentParser,
+    CLIError,
+    add_threads_argument,
+    check_int,
+    check_output_path,
+    load_yaml,
+    run_cli,
+    seed_int,
+)
+from train.experiment import evaluate
+from train.spec import ALGORITHMS, check_device, resolve_env_id
 
 
 def load_run(
@@ -44,19 +54,19 @@ def load_run(
     :param model: a model ``.zip`` or a run folder (its ``model.zip``).
     :return: the model, the env, the run settings (``algorithm``, ``env_id``, ``hyperparams``, ``model_path``).
     """
-    model_path = common.locate_model(model)
-    config_path = common.find_run_config(model_path)
-    config = common.load_yaml(config_path, "run config") if config_path else {}
+    model_path = runs.locate_model(model)
+    config_path = runs.find_run_config(model_path)
+    config = load_yaml(config_path, "run config") if config_path else {}
     settings = {"algorithm": algo or config.get("algorithm"), "env_id": env or config.get("env_id")}
     if not settings["algorithm"] or not settings["env_id"]:
-        raise CLIError(f"no {common.CONFIG_NAME} next to {model_path}: pass --algo and --env")
+        raise CLIError(f"no {runs.CONFIG_NAME} next to {model_path}: pass --algo and --env")
     settings.update(
-        env_id=common.resolve_env_id(settings["env_id"]),
+        env_id=resolve_env_id(settings["env_id"]),
         hyperparams=config.get("hyperparams") or {},
         seed=config.get("seed", 0),
         model_path=str(model_path),
     )
-    loaded, venv = common.load_run_model(
+    loaded, venv = runs.load_run_model(
         model_path, settings["algorithm"], settings["env_id"], settings["hyperparams"], n_envs, seed, device, False
     )
     return loaded, venv, settings
@@ -107,7 +117,7 @@ def record_episode(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m train.evaluate",
         description="Evaluate a saved agent: mean ± std return and success rate, deterministic and sampled; "
         "optionally record an episode as a GIF.",
@@ -117,9 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=seed_int, default=12345, metavar="N", help="env seed (default: 12345)")
     parser.add_argument("--record", metavar="OUT.gif", help="also write one deterministic episode as a GIF")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--algo", choices=list(common.ALGORITHMS), help="algorithm, if the run has no config.yml")
+    parser.add_argument("--algo", choices=list(ALGORITHMS), help="algorithm, if the run has no config.yml")
     parser.add_argument("--env", metavar="ID", help="env id (default: the run's)")
-    common.add_threads_argument(parser)
+    add_threads_argument(parser)
     return parser
 
 
@@ -130,7 +140,7 @@ def run_evaluation(args: argparse.Namespace) -> int:
     model, venv, settings = load_run(args.model, min(n_episodes, 16), args.seed, args.device, args.algo, args.env)
     print(f"{settings['model_path']} ({settings['algorithm']}) on {settings['env_id']}")
     for deterministic in (True, False):
-        result = common.evaluate(model, venv, n_episodes, deterministic)
+        result = evaluate(model, venv, n_episodes, deterministic)
         print(f"  {'deterministic' if deterministic else 'sampled':13s} {result.summary()}")
     venv.close()
     if record is not None:
@@ -142,7 +152,7 @@ def run_evaluation(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return common.run_cli(build_parser(), run_evaluation, argv)
+    return run_cli(build_parser(), run_evaluation, argv)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from train import common  # noqa: E402
 from train import runs as runs_  # noqa: E402
-from train.argtypes import CLIError, check_output_path, positive_int  # noqa: E402
+from train.cli import ArgumentParser, CLIError, check_output_path, positive_int, run_cli  # noqa: E402
 
 
 def collect(runs: Sequence[Path], tag: str) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
@@ -72,7 +71,7 @@ def plot(groups: dict[str, dict[str, list]], tag: str, out: Path, points: int) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m train.plot",
         description="Learning curves from TensorBoard event files: one line per policy, mean ± std over seeds.",
     )
@@ -102,7 +101,7 @@ def run_plot(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return common.run_cli(build_parser(), run_plot, argv)
+    return run_cli(build_parser(), run_plot, argv)
 
 
 if __name__ == "__main__":

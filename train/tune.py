@@ -32,32 +32,36 @@ import subprocess
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import yaml
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from fw_agents.registry import memory_names
-from train import common, study
-from train.argtypes import CLIError, positive_int, seed_int
-from train.compare import check_train_args, train_command
+from train import grid
+from train.cli import ArgumentParser, CLIError, positive_int, run_cli, seed_int
+from train.spec import ALGORITHMS, RunSpec, merge, resolve_env_id
 
-#: ``train.<algo>`` options the tuner sets for each trial -> the tuner's option for them.
+#: Training options the tuner sets for each trial -> the tuner's option for them.
 TUNE_OPTIONS = {
-    "--env": "--env",
-    "--policy": "--policy",
-    "--seed": "--seed",
-    "--save-dir": "--out-dir",
-    "--tensorboard-log": "--out-dir",
-    "--total-timesteps": "--n-timesteps",
-    "--eval-freq": "--n-evaluations",
-    "--eval-episodes": "--eval-episodes",
-    "--hparams": "searched space (fixed hyperparameters: --config FILE after --)",
-    "--policy-kwargs": "searched space (fixed policy options: --config FILE after --)",
-    "--hidden-size": "searched space",
+    "env": "--env",
+    "policy": "--policy",
+    "seed": "--seed",
+    "save_dir": "--out-dir",
+    "tensorboard_log": "--out-dir",
+    "total_timesteps": "--n-timesteps",
+    "eval_freq": "--n-evaluations",
+    "eval_episodes": "--eval-episodes",
+    "hparams": "searched space (fixed hyperparameters: --config FILE after --)",
+    "policy_kwargs": "searched space (fixed policy options: --config FILE after --)",
+    "hidden_size": "searched space",
+    "resume": "--out-dir",
+    "spec": "--config",
 }
 #: Seconds between polls of a trial's evaluations.
 POLL_INTERVAL = 0.5
@@ -165,37 +169,25 @@ class Interrupted(Exception):
     """A trial's training process was interrupted (Ctrl-C): the study stops."""
 
 
-def to_assignments(values: dict[str, Any]) -> list[str]:
-    """``{"n_steps": 16, "use_rms_prop": False}`` -> ``["n_steps=16", "use_rms_prop=false"]`` (YAML values)."""
-    return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for key, value in values.items()]  # fmt: skip
-
-
 class Objective:
     """Train one trial's run in a subprocess and report its evaluations as they appear."""
 
-    def __init__(self, args: argparse.Namespace, out_dir: Path) -> None:
-        self.args, self.out_dir = args, out_dir
-        self.eval_freq = args.n_timesteps // args.n_evaluations
+    def __init__(self, base: RunSpec, out_dir: Path) -> None:
+        self.base, self.out_dir = base, out_dir
 
     def __call__(self, trial: Trial) -> float:
-        args = self.args
-        hyperparams = ALGORITHM_SAMPLERS[args.algo](trial)
-        policy_kwargs = MEMORY_SAMPLERS.get(args.policy, sample_hidden_size)(trial)
+        base = self.base
+        hyperparams = ALGORITHM_SAMPLERS[base.algo](trial)
+        policy_kwargs = MEMORY_SAMPLERS.get(base.policy, sample_hidden_size)(trial)
         trial.set_user_attr("hyperparams", {**hyperparams, "policy_kwargs": policy_kwargs})
         save_dir = self.out_dir / f"trial-{trial.number}"
-        run = study.GridRun(
-            save_dir,
-            train_command(
-                args.algo, args.env, args.policy, args.seed, save_dir, self.out_dir / "tb",
-                ["--total-timesteps", str(args.n_timesteps), "--eval-freq", str(self.eval_freq),
-                 "--eval-episodes", str(args.eval_episodes), "--final-eval-episodes", "0", "--checkpoint-freq", "0",
-                 "--verbose", "0", "--hparams", *to_assignments(hyperparams),
-                 "--policy-kwargs", *to_assignments(policy_kwargs), *args.train_args],
-            ),
-        )  # fmt: skip
-        process = study.start_process(run.command, run.log)
-        print(f"trial {trial.number}: started {save_dir}  (log: {run.log})", flush=True)
+        sampled = merge(base.hyperparams, {**hyperparams, "policy_kwargs": policy_kwargs})
+        spec = RunSpec.from_record(base.record(), hyperparams=sampled, save_dir=save_dir)  # checks the sample
+        spec_file, log = save_dir.with_suffix(".yml"), save_dir.with_suffix(".log")
+        spec_file.write_text(yaml.safe_dump(spec.record(), sort_keys=False))
+        command = [sys.executable, "-m", f"train.{base.algo}", "--spec", str(spec_file), "--no-progress-bar"]
+        process = grid.start_process(command, log)
+        print(f"trial {trial.number}: started {save_dir}  (log: {log})", flush=True)
         try:
             last = self.follow(trial, process, save_dir / "evaluations.npz")
         except KeyboardInterrupt:
@@ -204,9 +196,9 @@ class Objective:
         if process.returncode in (130, -signal.SIGINT):
             raise Interrupted(f"trial {trial.number} interrupted")
         if process.returncode != 0:
-            raise TrainingFailed(f"trial {trial.number}: training failed (exit {process.returncode}, see {run.log})")
+            raise TrainingFailed(f"trial {trial.number}: training failed (exit {process.returncode}, see {log})")
         if last is None:
-            raise TrainingFailed(f"trial {trial.number}: the run made no evaluation (see {run.log})")
+            raise TrainingFailed(f"trial {trial.number}: the run made no evaluation (see {log})")
         print(f"trial {trial.number}: mean return {last:.3f}", flush=True)
         return last
 
@@ -216,7 +208,7 @@ class Objective:
         reported, last = 0, None
         while True:
             running = process.poll() is None
-            evaluations = study.read_evaluations(evaluations_path)
+            evaluations = read_evaluations(evaluations_path)
             if evaluations is not None:
                 for step, mean in zip(*(a[reported:] for a in evaluations), strict=True):
                     reported, last = reported + 1, float(mean)
@@ -229,6 +221,15 @@ class Objective:
             if not running:
                 return last
             time.sleep(POLL_INTERVAL)
+
+
+def read_evaluations(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The steps and mean returns of the periodic evaluations so far; None while there are none."""
+    try:
+        with np.load(path) as data:
+            return data["timesteps"].astype(int), data["results"].mean(axis=1)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -265,8 +266,8 @@ def write_results(tuned: optuna.Study, out_dir: Path, args: argparse.Namespace) 
 
 # ----------------------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
-    parser = common.ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", choices=sorted(common.ALGORITHMS), default="a2c", help="trainer (default: a2c)")
+    parser = ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="a2c", help="trainer (default: a2c)")
     parser.add_argument("--env", required=True, metavar="ID", help="env id, as for train.a2c")
     parser.add_argument("--policy", choices=memory_names(), default="fast-weights")
     parser.add_argument(
@@ -313,40 +314,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="trials at a time in this worker (default: 1)",
     )
-    study.add_storage_arguments(parser, default_study="tune-<algo>-<env>-<policy>")
+    grid.add_storage_arguments(parser, default_study="tune-<algo>-<env>-<policy>")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then options for every trial's run")
     return parser
 
 
-def check_args(args: argparse.Namespace) -> None:
+def base_spec(args: argparse.Namespace, out_dir: Path) -> RunSpec:
+    """Every trial's spec before sampling: the options after ``--``, the tuner's budget and evaluations."""
     if args.train_args[:1] == ["--"]:
         args.train_args = args.train_args[1:]
-    check_train_args(args.train_args, TUNE_OPTIONS)
     if args.n_startup_trials < 0:
         raise CLIError(f"--n-startup-trials must be >= 0, got {args.n_startup_trials}")
     if args.n_evaluations > args.n_timesteps:
         raise CLIError(f"--n-evaluations ({args.n_evaluations}) must not exceed --n-timesteps ({args.n_timesteps})")
-    common.resolve_env_id(args.env)
+    resolve_env_id(args.env)
+    return grid.base_spec(
+        args.algo, args.train_args, TUNE_OPTIONS, out_dir, env=args.env, policy=args.policy, seed=args.seed,
+        total_timesteps=args.n_timesteps, eval_freq=args.n_timesteps // args.n_evaluations,
+        eval_episodes=args.eval_episodes, final_eval_episodes=0, checkpoint_freq=0, verbose=0,
+        tensorboard_log=str(out_dir / "tb"),
+    )  # fmt: skip
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    check_args(args)
     out_dir = Path(args.out_dir)
+    base = base_spec(args, out_dir)
     settings = {"algo": args.algo, "env": args.env, "policy": args.policy, "n_timesteps": args.n_timesteps,
                 "n_evaluations": args.n_evaluations, "train_args": " ".join(args.train_args)}  # fmt: skip
     name = args.study_name or f"tune-{args.algo}-{args.env.replace('/', '_')}-{args.policy}"
     with warnings.catch_warnings():  # Optuna marks the retry callback experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-    storage = study.open_storage(
+    storage = grid.open_storage(
         args.storage,
-        out_dir / study.DEFAULT_STORAGE_NAME,
+        out_dir / grid.DEFAULT_STORAGE_NAME,
         heartbeat_interval=HEARTBEAT_INTERVAL,
         grace_period=GRACE_PERIOD,
         heartbeat_stale_trial_callback=retry,
     )
-    seed = sampler_seed(args.seed, study.load_study(storage, name).get_trials(deepcopy=False))
-    tuned = study.load_study(
+    seed = sampler_seed(args.seed, grid.load_study(storage, name).get_trials(deepcopy=False))
+    tuned = grid.load_study(
         storage,
         name,
         sampler=make_sampler(args.sampler, seed, args.n_startup_trials),
@@ -365,7 +372,7 @@ def run_tune(args: argparse.Namespace) -> int:
     if done < args.n_trials:
         try:
             tuned.optimize(
-                Objective(args, out_dir),
+                Objective(base, out_dir),
                 n_trials=args.n_trials - done,
                 n_jobs=args.jobs,
                 catch=(TrainingFailed,),
@@ -385,7 +392,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return common.run_cli(build_parser(), run_tune, argv)
+    return run_cli(build_parser(), run_tune, argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import envs  # noqa: F401  (registers the ids)
 from bench import suite
 from tests.envs.helpers import run_episode
 from tests.envs.minigrid_agents import OracleRusher, Scripted
-from train import common
+from train.cli import load_yaml
 from train.spec import HYPERPARAMS_FILE
 
 #: Two tiny tasks (a few seconds each) standing in for the suite's table.
@@ -70,7 +70,7 @@ def test_minigrid_score_constants_are_the_scripted_agents_returns(name: str) -> 
 
 def test_every_task_has_its_own_hyperparams_entry() -> None:
     # The suite's settings are explicit: each task's env has an entry for its algorithm (not just the default).
-    table = common.load_yaml(HYPERPARAMS_FILE)
+    table = load_yaml(HYPERPARAMS_FILE)
     missing = [task.name for task in suite.TASKS if task.env_id not in table[task.algo]]
     assert not missing
 

@@ -20,7 +20,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fw_agents.predict_guard import StatelessPredictWarning
-from train import a2c, common, evaluate, plot, ppo, spec
+from train import a2c, cli, evaluate, plot, ppo, runs, spec
 
 REPO = Path(__file__).resolve().parents[2]
 CATCH = "fw_agents/Catch-N16-M3-v0"  # 15-step episodes: several finish within a tiny budget
@@ -189,11 +189,15 @@ def test_sb3_contrib_policy_kwargs_in_configs_and_flags(tmp_path: Path, capsys: 
     assert not (tmp_path / "both").exists()
 
 
-def test_policy_kwargs_for_translates_through_one_table() -> None:
+def test_policy_kwargs_translate_through_one_table(tmp_path: Path) -> None:
     kwargs = {"hidden_size": 8, "n_lstm_layers": 2, "dropout": 0.1}
-    assert spec.policy_kwargs_for("lstm", kwargs) == {
-        "lstm_hidden_size": 8, "n_lstm_layers": 2, "lstm_kwargs": {"dropout": 0.1}}  # fmt: skip
-    assert spec.policy_kwargs_for("gru", kwargs) == {"hidden_size": 8, "num_layers": 2, "dropout": 0.1}
+
+    def policy_kwargs(policy: str) -> dict:
+        hyperparams = {"n_timesteps": 10, "policy_kwargs": kwargs}
+        return spec.RunSpec(env_id=CATCH, policy=policy, hyperparams=hyperparams, save_dir=tmp_path).policy_kwargs()
+
+    assert policy_kwargs("lstm") == {"lstm_hidden_size": 8, "n_lstm_layers": 2, "lstm_kwargs": {"dropout": 0.1}}
+    assert policy_kwargs("gru") == {"hidden_size": 8, "num_layers": 2, "dropout": 0.1}
 
 
 def test_default_save_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -344,11 +348,11 @@ def test_refuses_to_overwrite_a_run(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_value_parsing() -> None:
-    assert common.parse_assignments(["a=7e-4", "b=[64, 64]", "c=true", "d=nn.ReLU", "e={x: 1}"], "--hparams") == {
+    assert cli.parse_assignments(["a=7e-4", "b=[64, 64]", "c=true", "d=nn.ReLU", "e={x: 1}"], "--hparams") == {
         "a": 7e-4, "b": [64, 64], "c": True, "d": "nn.ReLU", "e": {"x": 1}}  # fmt: skip
     # Python's spellings, as SB3 users type them, next to YAML's: None is null, not the string 'None'.
-    assert common.parse_assignments(["a=None", "b=null", "c=[None, 1]", "d=False", "e=Nonesuch"], "--hparams") == {
+    assert cli.parse_assignments(["a=None", "b=null", "c=[None, 1]", "d=False", "e=Nonesuch"], "--hparams") == {
         "a": None, "b": None, "c": [None, 1], "d": False, "e": "Nonesuch"}  # fmt: skip
-    assert common.vecnormalize_path("r/model.zip").name == "model_vecnormalize.pkl"
-    assert common.vecnormalize_path("r/checkpoints/model_60_steps.zip").name == "model_vecnormalize_60_steps.pkl"
+    assert runs.vecnormalize_path("r/model.zip").name == "model_vecnormalize.pkl"
+    assert runs.vecnormalize_path("r/checkpoints/model_60_steps.zip").name == "model_vecnormalize_60_steps.pkl"
     assert spec.to_schedule("lin_1e-3")(0.5) == pytest.approx(5e-4)

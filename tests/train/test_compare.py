@@ -47,13 +47,15 @@ def test_grid_runs_each_policy_and_seed_then_keeps_finished_runs(
     assert all(r["seconds_to_threshold"] >= 0 and r["final_success"] is not None for r in rows)
 
 
-def test_unfinished_run_folder_is_refused_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_folder_that_is_not_a_run_is_refused_not_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "lstm-s0").mkdir()
     (tmp_path / "lstm-s0" / "model.zip").write_bytes(b"a user's model")
     argv = ["run", "--env", CATCH, "--policies", "lstm", "--seeds", "0", "--out-dir", str(tmp_path)]
     assert compare.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unfinished run" in err and "--resume" in err
+    assert err.count("\n") == 1 and "holds files but no run" in err
     assert (tmp_path / "lstm-s0" / "model.zip").read_bytes() == b"a user's model"
 
 
@@ -61,7 +63,7 @@ def test_a_cell_whose_run_stopped_before_its_first_save_is_trained_again(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What a kill before the first save leaves (the folder as set up: config.yml only) has nothing to resume, as
-    --resume on it says: the grid trains the cell again, its leftovers moved to .retried/ (nothing deleted)."""
+    --resume on it says: the grid trains the cell again, its leftovers archived in the run folder (nothing deleted)."""
     hyperparams = {"n_envs": 2, "n_timesteps": 120, "policy_kwargs": {"hidden_size": 8}}
     spec = RunSpec(algo="a2c", env_id=CATCH, policy="mlp", hyperparams=hyperparams, save_dir=tmp_path / "mlp-s0",
                    tensorboard_log=None, verbose=0)  # fmt: skip
@@ -76,8 +78,8 @@ def test_a_cell_whose_run_stopped_before_its_first_save_is_trained_again(
     out = capsys.readouterr().out
     assert "an earlier attempt stopped before its first save" in out and "1 of 1 runs finished" in out
     assert (tmp_path / "mlp-s0" / "model.zip").is_file()
-    (retried,) = (tmp_path / ".retried").iterdir()
-    assert (retried / "config.yml").read_bytes() == leftovers
+    (archived,) = (tmp_path / "mlp-s0").glob("archive-*")
+    assert (archived / "config.yml").read_bytes() == leftovers
     assert runs.find_runs([tmp_path]) == [tmp_path / "mlp-s0"]  # the moved folder is not a run of the grid
 
 

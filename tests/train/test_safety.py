@@ -24,9 +24,9 @@ from sb3_contrib import RecurrentPPO
 
 from fw_agents.a2c import RecurrentA2C
 from tests.train.test_cli import CATCH, bad, run_config, tiny
-from train import a2c, evaluate, ppo, runs, safety
-from train.argtypes import CLIError
-from train.safety import ARCHIVE_PREFIX
+from train import a2c, evaluate, ppo, runs
+from train.cli import CLIError
+from train.runs import ARCHIVE_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 NONFINITE_ENV = "tests.train.nonfinite_env:NonFinite-v0"
@@ -145,7 +145,7 @@ def kill_and_resume(tmp_path: Path, faults: list[signal.Signals], max_delay: flo
 def what_resume_continues_from(run: Path) -> str:
     """What ``--resume RUN`` says it continues from (or its error), without training: its checks alone."""
     try:
-        return safety.resume_target(str(run), archive_newer=False).message
+        return runs.resume_target(str(run), archive_newer=False).message
     except CLIError as error:
         return str(error)
 

@@ -13,7 +13,7 @@ from sb3_contrib import RecurrentPPO
 
 from fw_agents import RecurrentA2C
 from train.experiment import Experiment
-from train.spec import HYPERPARAMETER_CHECKS, SET_BY_THE_RUN, RunSpec, algorithm_arguments
+from train.spec import SET_BY_THE_RUN, Hyperparams, RunSpec, algorithm_arguments
 
 CATCH = "fw_agents/Catch-N16-M3-v0"
 QUICK = dict(eval_freq=30, checkpoint_freq=0, eval_episodes=2, final_eval_episodes=2, verbose=0, log_interval=1)
@@ -84,7 +84,7 @@ def test_spec_refuses_bad_values_with_value_error(tmp_path: Path, change: dict, 
 
 @pytest.mark.parametrize("algo_class", [RecurrentA2C, RecurrentPPO])
 def test_every_hyperparameter_of_the_algorithms_is_checked(algo_class: type) -> None:
-    assert algorithm_arguments(algo_class) <= set(HYPERPARAMETER_CHECKS)
+    assert algorithm_arguments(algo_class) <= set(Hyperparams.model_fields)
     assert set(SET_BY_THE_RUN) <= set(inspect.signature(algo_class.__init__).parameters)
 
 
