@@ -322,8 +322,10 @@ class GridWorker:
                     )
                 print(f"{cell.save_dir}: already finished, kept")
                 self.counts["kept"] += 1
-            elif name not in pending:
-                self.study.enqueue_trial({CELL: name}, user_attrs={CELL: name, SPEC: cell.key}, skip_if_exists=True)
+            elif name not in pending:  # (a cell that failed before is queued again: skip_if_exists would skip it)
+                tried = any(t.user_attrs[CELL] == name for t in trials)
+                attrs = {CELL: name, SPEC: cell.key}
+                self.study.enqueue_trial({CELL: name}, user_attrs=attrs, skip_if_exists=not tried)
 
     def retry_dead(self) -> None:
         """Fail the RUNNING trials whose worker died (database storages: Optuna's heartbeat, which re-enqueues them;
@@ -362,8 +364,11 @@ class GridWorker:
         cell = self.cells[trial.user_attrs[CELL]]
         algo, folder = cell.spec.algo, cell.save_dir
         if _resumable(folder):
-            command = [sys.executable, "-m", f"train.{algo}", "--resume", str(folder), "--no-progress-bar"]
-            print(f"{folder}: an earlier attempt stopped; resuming it from its newest saved state", flush=True)
+            # The steps left of the cell's budget (--total-timesteps counts the steps to add when resuming).
+            saved = runs.model_steps(runs.resume_target(folder, archive_newer=False).model_path) or 0
+            left = str(max(cell.spec.n_timesteps - saved, 1))
+            command = [sys.executable, "-m", f"train.{algo}", "--resume", str(folder), "--total-timesteps", left]
+            print(f"{folder}: an earlier attempt stopped at step {saved}; resuming it", flush=True)
         else:
             if folder.is_dir() and runs.never_saved(folder):
                 print(f"{folder}: an earlier attempt stopped before its first save; training it anew", flush=True)

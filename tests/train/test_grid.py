@@ -1,5 +1,6 @@
-"""Grids through an Optuna study (:mod:`train.study`): workers in separate processes share one storage, each cell
-is trained once, a dead worker's cell is retried, an interrupted grid resumes; bad storages are refused."""
+"""Grids on Optuna's queue (:mod:`train.grid`): workers in separate processes share one storage, each cell is trained
+once, a dead worker's cell is retried and resumed from its checkpoint, an interrupted grid resumes its runs; bad
+storages and options are refused."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from train import compare, runs, study
+from train import compare, grid, runs
 
 CATCH = "fw_agents/Catch-N16-M3-v0"
 #: A run of a few seconds: evaluations at steps 60 and 120.
@@ -25,11 +26,11 @@ TINY = [
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def grid_command(out_dir: Path, policies: tuple[str, ...] = ("fast-weights", "mlp")) -> list[str]:
-    """``train.compare run`` of ``policies`` x seeds 0 and 1, with a heartbeat that goes stale in seconds."""
+def grid_command(out_dir: Path, policies: tuple[str, ...] = ("fast-weights", "mlp"), *extra: str) -> list[str]:
+    """``train.compare run`` of ``policies`` x seeds 0 and 1."""
     return [
         sys.executable, "-m", "train.compare", "run", "--env", CATCH, "--policies", *policies, "--seeds", "0", "1",
-        "--out-dir", str(out_dir), "--heartbeat-interval", "0.5", "--grace-period", "4", "--", *TINY,
+        "--out-dir", str(out_dir), "--", *TINY, *extra,
     ]  # fmt: skip
 
 
@@ -39,10 +40,10 @@ def start(command: list[str]) -> subprocess.Popen:
 
 
 def cell_trials(out_dir: Path, name: str) -> dict[str, list[optuna.trial.FrozenTrial]]:
-    storage = study.open_storage(None, out_dir / study.DEFAULT_STORAGE_NAME)
+    storage = grid.open_storage(None, out_dir / grid.DEFAULT_STORAGE_NAME)
     found: dict[str, list[optuna.trial.FrozenTrial]] = {}
     for trial in optuna.load_study(study_name=name, storage=storage).get_trials():
-        found.setdefault(trial.user_attrs[study.CELL], []).append(trial)
+        found.setdefault(trial.user_attrs[grid.CELL], []).append(trial)
     return found
 
 
@@ -55,32 +56,40 @@ def test_two_workers_share_one_storage_and_train_each_cell_once(tmp_path: Path) 
     assert sorted(trials) == ["fast-weights-s0", "fast-weights-s1", "mlp-s0", "mlp-s1"]
     for cell, group in trials.items():
         trained = [t for t in group if t.state == TrialState.COMPLETE]
-        assert len(trained) == 1 and not trained[0].user_attrs[study.KEPT], cell
+        assert len(trained) == 1 and "kept" not in trained[0].user_attrs, cell
         assert (tmp_path / cell / "model.zip").is_file()
-        # Any other trial of the cell is a duplicate claim that withdrew before training (no exit status).
-        assert all(study.EXIT_STATUS not in t.user_attrs for t in group if t.state == TrialState.FAIL)
+        # Any other trial of the cell is a duplicate of two simultaneous enqueues, failed before training.
+        assert all(grid.EXIT_STATUS not in t.user_attrs for t in group if t.state == TrialState.FAIL)
 
 
-def test_a_killed_workers_cell_is_retried_and_the_grid_resumes(tmp_path: Path) -> None:
-    first = start(grid_command(tmp_path, ("fast-weights",)))
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "fast-weights-s0.log").exists():  # its first training process has started
-        assert time.monotonic() < deadline and first.poll() is None
+def wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline and process.poll() is None, process.stdout and process.stdout.read()
         time.sleep(0.1)
-    first.send_signal(signal.SIGKILL)  # no chance to tell the study anything; its training process dies with it
-    first.wait()
 
-    second = start(grid_command(tmp_path, ("fast-weights",)))
-    output = second.communicate(timeout=300)[0]
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_a_stopped_workers_cell_is_resumed_from_its_checkpoint(tmp_path: Path, stop: signal.Signals) -> None:
+    """SIGKILL: the worker says nothing, its training process dies with it (its trial stays RUNNING; the next worker
+    on this machine sees the dead pid). SIGTERM: the worker forwards it, the run saves, the trial is told FAIL. Either
+    way the rerun continues the cell from its newest saved state instead of training it from step 0."""
+    slow = grid_command(tmp_path, ("fast-weights",), "--checkpoint-freq", "60", "--total-timesteps", "6000")
+    first = start(slow)
+    wait_for(tmp_path / "fast-weights-s0" / "checkpoints" / "model_60_steps.zip", first)
+    first.send_signal(stop)
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 143), output
+
+    second = start(grid_command(tmp_path, ("fast-weights",), "--checkpoint-freq", "60", "--total-timesteps", "6000"))
+    output = second.communicate(timeout=600)[0]
     assert second.returncode == 0, output
-    assert "sent no heartbeat" in output and "2 of 2 runs finished" in output
+    assert "fast-weights-s0: an earlier attempt stopped at step" in output, output
+    config = runs.load_configs([tmp_path / "fast-weights-s0"])[tmp_path / "fast-weights-s0"]
+    # The budget's steps left, up to a rollout more (2 envs x 15 steps): not 6000 steps from the start again.
+    assert config["resumed"][0]["at_step"] >= 60 and 6000 <= config["result"]["num_timesteps"] < 6000 + 30
     group = cell_trials(tmp_path, f"compare-{tmp_path.name}")["fast-weights-s0"]
-    assert [t.state for t in sorted(group, key=lambda t: t.number)] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert (tmp_path / "fast-weights-s0" / "model.zip").is_file()
-    # Whatever the dead attempt left is kept under .retried, and the table does not read it.
-    for kept in (tmp_path / study.RETRIED_DIR).glob("*"):
-        assert kept.name.startswith("fast-weights-s0.before-trial")
-    assert sorted(run.name for run in runs.find_runs([tmp_path])) == ["fast-weights-s0", "fast-weights-s1"]
+    assert [t.state for t in sorted(group, key=lambda t: t.number)][-1] == TrialState.COMPLETE
 
 
 def test_a_study_resumes_keeps_finished_cells_and_records_them(
@@ -96,7 +105,7 @@ def test_a_study_resumes_keeps_finished_cells_and_records_them(
     out = capsys.readouterr().out
     assert "mlp-s0: already finished, kept" in out and "1 of 1 runs finished; 1 kept from before" in out
     trials = cell_trials(tmp_path, "grown")
-    assert trials["mlp-s0"][0].user_attrs[study.KEPT] and not trials["mlp-s1"][0].user_attrs[study.KEPT]
+    assert trials["mlp-s0"][0].user_attrs["kept"] and "kept" not in trials["mlp-s1"][0].user_attrs
 
     # Other settings for a cell the study already holds are refused before any work.
     other = [*grown[: -len(TINY)], *TINY[:-1], "1"]
@@ -110,25 +119,19 @@ def test_a_grid_on_a_database_storage(tmp_path: Path) -> None:
             "--study-name", "db", "--", *TINY]  # fmt: skip
     assert compare.main(argv) == 0
     (trial,) = optuna.load_study(study_name="db", storage=url).trials
-    assert trial.state == TrialState.COMPLETE and trial.user_attrs[study.CELL] == "mlp-s0"
-    assert not (tmp_path / study.DEFAULT_STORAGE_NAME).exists()  # the database holds the study
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs[grid.CELL] == "mlp-s0"
+    assert not (tmp_path / grid.DEFAULT_STORAGE_NAME).exists()  # the database holds the study
 
 
-def test_of_two_claims_on_one_cell_the_lower_trial_holds_it(tmp_path: Path) -> None:
-    storage = study.open_storage(None, tmp_path / study.DEFAULT_STORAGE_NAME)
-    grid = [study.GridRun(tmp_path / "a-s0", [sys.executable, "-m", "train.a2c", "--seed", "0"])]
-    first, second = (study.GridWorker(grid, tmp_path, storage, "claims") for _ in range(2))
-    held = first.claim("a-s0")
-    assert held is not None and second.claim("a-s0") is None  # the second claim withdraws
-    trials = sorted(cell_trials(tmp_path, "claims")["a-s0"], key=lambda t: t.number)
-    assert [t.state for t in trials] == [TrialState.RUNNING, TrialState.FAIL]
-    # Its heartbeat stops: after the grace period another worker fails the trial, freeing the cell.
-    second.grace_period = 0.2
-    second.retire_stale(second.trials_by_cell())  # first sight of the heartbeat
-    time.sleep(0.3)
-    second.retire_stale(second.trials_by_cell())
-    assert study.owner(second.trials_by_cell()["a-s0"], set()) is None
-    assert second.claim("a-s0") is not None
+def test_of_two_takes_of_one_waiting_trial_one_wins(tmp_path: Path) -> None:
+    """Two workers enqueue the same cell (one is skipped), and of their takes of it only one moves it to RUNNING."""
+    args = compare.build_parser().parse_args(["run", "--env", CATCH, "--policies", "mlp", "--seeds", "0",
+                                              "--out-dir", str(tmp_path), "--study-name", "takes"])  # fmt: skip
+    first, second = (grid.GridWorker(compare.plan(args), tmp_path, args, "takes") for _ in range(2))
+    first.enqueue()
+    second.enqueue()
+    assert len(cell_trials(tmp_path, "takes")["mlp-s0"]) == 1
+    assert first.take() is not None and second.take() is None
 
 
 @pytest.mark.parametrize(
@@ -141,6 +144,7 @@ def test_of_two_claims_on_one_cell_the_lower_trial_holds_it(tmp_path: Path) -> N
         (["--grace-period", "1", "--heartbeat-interval", "2"], "--grace-period"),
         (["--", "--seed", "7"], "--seed is set for each run"),
         (["--", "--se", "7"], "--seed is set for each run"),
+        (["--", "--resume", "x"], "--resume is set for each run"),
         (["--", "--save-dir=elsewhere"], "--save-dir is set for each run"),
         (["--", "--policy", "lstm"], "--policies"),
     ],
