@@ -331,7 +331,9 @@ class GridWorker:
         """Fail the RUNNING trials whose worker died (database storages: Optuna's heartbeat, which re-enqueues them;
         a journal file: dead processes of this machine, re-enqueued here)."""
         if isinstance(self.storage, RDBStorage):
-            optuna.storages.fail_stale_trials(self.study)
+            with warnings.catch_warnings():  # Optuna marks it experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
             return
         mine = {entry.trial_id for entry in self.active}
         for trial in self._trials(TrialState.RUNNING):

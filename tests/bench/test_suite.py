@@ -81,13 +81,14 @@ def test_grid_covers_the_profile_and_gives_every_memory_the_same_settings(tmp_pa
     # "tmaze" has no full budget: skipped; "catch" runs every memory with 3 seeds.
     assert len(cells) == len(suite.MEMORIES) * 3
     assert {cell.save_dir.parent.name for cell in cells} == {"catch"}  # (bandit: no full budget either)
-    commands = [cell.command for cell in cells]
-    assert all(c[c.index("--total-timesteps") + 1] == "512" for c in commands)
-    assert {c[c.index("--tensorboard-log") + 1] for c in commands} == {str(tmp_path / "tb" / "catch")}
-    paper = [c for c in commands if "fast-weights-paper" in str(c)]
-    assert paper and all("fast_learning_rate=0.5" in c for c in paper)
-    others = [c for c in commands if "fast-weights-paper" not in str(c)]
-    assert not any("--policy-kwargs" in c for c in others)  # no memory gets options of its own
+    specs = [cell.spec for cell in cells]
+    assert all(spec.n_timesteps == 512 for spec in specs)
+    assert {spec.tensorboard_log for spec in specs} == {str(tmp_path / "tb" / "catch")}
+    paper = [spec for spec in specs if spec.save_dir.name.startswith("fast-weights-paper")]
+    assert paper and all(spec.hyperparams["policy_kwargs"]["fast_learning_rate"] == 0.5 for spec in paper)
+    # No memory gets options of its own: every policy_kwargs is the task's.
+    others = [spec for spec in specs if not spec.save_dir.name.startswith("fast-weights-paper")]
+    assert len({json.dumps(spec.hyperparams["policy_kwargs"]) for spec in others}) == 1
 
 
 def test_quick_suite_runs_resumes_and_reports(
