@@ -1,9 +1,12 @@
 """Stable-Baselines3 callbacks for recurrent-memory agents: memory diagnostics and run bookkeeping.
 
 * :class:`MemoryStatsCallback` logs, for fast-weights policies, the size of the fast-weight memory
-  (``memory/fast_weights_norm``: mean Frobenius norm ‖A‖) and how much the fast weights contribute next to
-  the slow weights (``memory/fast_slow_ratio``: mean ‖A h‖ / ‖W h + C x‖).
-* :class:`RunConfigCallback` writes a run's configuration as YAML (atomically) and as TensorBoard text.
+  (``memory/fast_weights_norm``: mean Frobenius norm ‖A‖), how much the fast weights contribute next to
+  the slow weights (``memory/fast_slow_ratio``: mean ‖A h‖ / ‖W h + C x‖), λ and η as they are (``memory/decay_rate``,
+  ``memory/fast_learning_rate``: learned ones move), and the update gate (``memory/gate_mean``: mean z;
+  ``memory/gate_slow_fraction``: the share of units keeping their state 10 steps or more, z < 0.1).
+* :class:`RunConfigCallback` writes a run's configuration as YAML (atomically), as TensorBoard text and to
+  TensorBoard's HParams tab.
 * :class:`SaveVecNormalizeCallback` saves ``VecNormalize`` statistics next to a model (e.g. the best one),
   atomically.
 
@@ -21,7 +24,7 @@ import numpy as np
 import torch as th
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import TensorBoardOutputFormat
+from stable_baselines3.common.logger import HParam, TensorBoardOutputFormat
 from stable_baselines3.common.utils import obs_as_tensor
 
 from fw_agents import atomic
@@ -148,11 +151,30 @@ class RunConfigCallback(BaseCallback):
     :param tag: TensorBoard text tag.
     """
 
+    #: The scalars the HParams tab shows against each run's hyperparameters.
+    HPARAM_METRICS = ("rollout/ep_rew_mean", "eval/mean_reward", "eval/success_rate")
+
     def __init__(self, config: dict[str, Any], path: str | os.PathLike | None = None, tag: str = "config") -> None:
         super().__init__()
         self.config = dict(config)
         self.path = path
         self.tag = tag
+
+    def hparams(self) -> dict[str, bool | str | float | int]:
+        """The config's settings as TensorBoard's HParams tab takes them: flat, ``hyperparams.policy_kwargs.x``, with
+        plain values (anything else, such as a list, as its text)."""
+
+        def flatten(mapping: dict[str, Any], prefix: str) -> dict[str, Any]:
+            flat: dict[str, Any] = {}
+            for key, value in mapping.items():
+                if isinstance(value, dict):
+                    flat.update(flatten(value, f"{prefix}{key}."))
+                elif value is not None:
+                    flat[prefix + key] = value if isinstance(value, bool | str | float | int) else str(value)
+            return flat
+
+        keys = ("algorithm", "env_id", "policy", "seed", "hyperparams")
+        return flatten({key: self.config[key] for key in keys if key in self.config}, "")
 
     def _on_training_start(self) -> None:
         self.config["tensorboard_dir"] = self.logger.get_dir() if _tensorboard_writer(self.logger) else None
@@ -164,6 +186,8 @@ class RunConfigCallback(BaseCallback):
             # Indented by four spaces: TensorBoard renders text as Markdown, and this keeps it a code block.
             writer.add_text(self.tag, "\n".join("    " + line for line in text.splitlines()), self.num_timesteps)
             writer.flush()
+            metrics = dict.fromkeys(self.HPARAM_METRICS, 0.0)  # the tab reads the runs' own scalars of these tags
+            self.logger.record("hparams", HParam(self.hparams(), metrics), exclude=("stdout", "log", "json", "csv"))
 
     def _on_step(self) -> bool:
         return True

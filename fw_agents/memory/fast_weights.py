@@ -333,14 +333,24 @@ class FastWeightsRNN(MemoryCore):
         if gate_input is None:
             return candidate
         z = th.sigmoid(gate_input + self.hidden_to_gate(h))
+        if self.collect_stats:
+            self._gates.append(z)
         return h + z * (candidate - h)
 
     def _start_stats(self) -> None:
         self._fast_slow_ratios: list[th.Tensor] = []
+        self._gates: list[th.Tensor] = []
 
     def _finish_stats(self) -> None:
+        """The step's statistics: ‖A h‖ / ‖W h + C x‖; the gate's mean z and the share of units keeping their state
+        for 10 steps or more (z < 0.1); λ and η as they are now (learned ones move)."""
         if self._fast_slow_ratios:
             self.stats["fast_slow_ratio"] = th.stack(self._fast_slow_ratios).mean().item()
+        if self._gates:
+            gates = th.stack(self._gates)
+            self.stats.update(gate_mean=gates.mean().item(), gate_slow_fraction=(gates < 0.1).float().mean().item())
+        lam, eta = (float(th.as_tensor(rate).detach()) for rate in self.rates())
+        self.stats.update(decay_rate=lam, fast_learning_rate=eta)
 
     def _run_explicit(
         self,

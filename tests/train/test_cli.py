@@ -18,6 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from fw_agents.predict_guard import StatelessPredictWarning
 from train import a2c, cli, evaluate, plot, ppo, runs, spec
@@ -71,8 +72,13 @@ def test_a2c_trains_saves_and_logs(tmp_path: Path, policy: str, capsys: pytest.C
     expected = {"rollout/ep_rew_mean", "rollout/success_rate", "train/policy_loss", "train/value_loss",
                 "train/entropy_loss", "eval/mean_reward", "eval/success_rate"}  # fmt: skip
     assert expected <= scalars, expected - scalars
-    memory_tags = {"memory/fast_weights_norm", "memory/fast_slow_ratio"}
+    memory_tags = {"memory/fast_weights_norm", "memory/fast_slow_ratio", "memory/decay_rate",
+                   "memory/fast_learning_rate", "memory/gate_mean", "memory/gate_slow_fraction"}  # fmt: skip
     assert (memory_tags <= scalars) == (policy == "fast-weights")
+    # The run's hyperparameters in TensorBoard's HParams tab.
+    plugins = {value.metadata.plugin_data.plugin_name for path in Path(config["tensorboard_dir"]).glob("events*")
+               for event in EventFileLoader(str(path)).Load() for value in event.summary.value}  # fmt: skip
+    assert "hparams" in plugins
     assert any(tag.startswith("config") for tag in tensors)
 
     summary = capsys.readouterr().out
