@@ -89,15 +89,16 @@ def run_grid(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- table
 @dataclass
 class RunResult:
-    """What one run reached: steps and seconds to the threshold (None: not reached), best and final success."""
+    """What one run reached: steps and seconds to the threshold (None: not reached), the best periodic value of the
+    tag and the final evaluation's (its success rate for a success tag, else its mean return)."""
 
     env_id: str
     label: str
     seed: int
     steps_to_threshold: int | None
     seconds_to_threshold: float | None
-    best_eval_success: float
-    final_success: float | None
+    best_value: float
+    final_value: float | None
     total_steps: int | None
     wall_time_s: float | None
     run: str
@@ -107,13 +108,13 @@ def run_result(run: Path, config: dict[str, Any], label: str, threshold: float, 
     """The run's result, or None (reported on stderr) if it logged no ``tag``."""
     scalars = runs_.run_scalars(run, config, tag)
     if scalars is None:
-        print(f"skipping {run}: no {tag!r} in its TensorBoard log", file=sys.stderr)
+        print(f"skipping {run}: it logged no {tag!r}", file=sys.stderr)
         return None
     # TensorBoard stores float32: 0.9 comes back as 0.8999999762, so allow float32 rounding.
     reached = [i for i, value in enumerate(scalars.values) if value >= threshold - 1e-6]
     started = datetime.fromisoformat(config["started"]).timestamp() if config.get("started") else None
     result = config.get("result") or {}
-    final = (result.get("final_eval_deterministic") or {}).get("success_rate")
+    final = (result.get("final_eval_deterministic") or {}).get("success_rate" if _is_rate(tag) else "mean_return")
     return RunResult(
         env_id=str(config.get("env_id")),
         label=label,
@@ -122,8 +123,8 @@ def run_result(run: Path, config: dict[str, Any], label: str, threshold: float, 
         seconds_to_threshold=(
             round(float(scalars.wall_times[reached[0]]) - started, 1) if reached and started is not None else None
         ),
-        best_eval_success=float(scalars.values.max()),
-        final_success=final,
+        best_value=float(scalars.values.max()),
+        final_value=final,
         total_steps=result.get("num_timesteps"),
         wall_time_s=result.get("wall_time_s"),
         run=str(run),
@@ -134,18 +135,25 @@ def _steps(value: int | None) -> str:
     return "—" if value is None else f"{value / 1000:.0f}k"
 
 
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.0f}%"
+def _is_rate(tag: str) -> bool:
+    return tag.endswith("success_rate")
 
 
-def markdown(results: Sequence[RunResult], threshold: float) -> str:
-    """One row per env and variant: each seed's steps (seconds) to the threshold, then summaries."""
+def _value(value: float | None, tag: str) -> str:
+    """A success rate as a percentage, any other value (a return) as a number."""
+    if value is None:
+        return "—"
+    return f"{100 * value:.0f}%" if _is_rate(tag) else f"{value:.3g}"
+
+
+def markdown(results: Sequence[RunResult], threshold: float, tag: str = SUCCESS_TAG) -> str:
+    """One row per env and variant: each seed's steps (seconds) to the threshold of ``tag``, then summaries."""
     groups: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
     for result in results:
         groups[(result.env_id, result.label)].append(result)
     lines = [
-        f"| env | variant | steps (s) to {threshold:g} success, per seed | reached | median steps | "
-        "best eval success | final success | run wall time, median (s) |",
+        f"| env | variant | steps (s) to {tag} >= {threshold:g}, per seed | reached | median steps | "
+        f"best {tag} | final {'success' if _is_rate(tag) else 'return'} | run wall time, median (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for (env_id, label), group in sorted(groups.items()):
@@ -162,8 +170,8 @@ def markdown(results: Sequence[RunResult], threshold: float) -> str:
         lines.append(
             f"| {env_id} | {label} | {per_seed} | {len(reached)}/{len(group)} | "
             f"{_steps(int(median)) if math.isfinite(median) else '—'} | "
-            f"{' / '.join(_percent(r.best_eval_success) for r in group)} | "
-            f"{' / '.join(_percent(r.final_success) for r in group)} | "
+            f"{' / '.join(_value(r.best_value, tag) for r in group)} | "
+            f"{' / '.join(_value(r.final_value, tag) for r in group)} | "
             f"{f'{statistics.median(walls):.0f}' if walls else '—'} |"
         )
     return "\n".join(lines)
@@ -171,13 +179,15 @@ def markdown(results: Sequence[RunResult], threshold: float) -> str:
 
 def run_table(args: argparse.Namespace) -> int:
     check_json_path(args.json)
+    if _is_rate(args.tag) and not 0 <= args.threshold <= 1:
+        raise CLIError(f"--threshold of a success rate must be in [0, 1], got {args.threshold:g}")
     configs = runs_.load_configs(runs_.find_runs(args.runs))
     labels = runs_.run_labels(configs)
     found = (run_result(run, config, labels[run], args.threshold, args.tag) for run, config in configs.items())
     results = [result for result in found if result is not None]
     if not results:
         raise CLIError(f"none of the runs logged {args.tag!r}")
-    print(markdown(results, args.threshold))
+    print(markdown(results, args.threshold, args.tag))
     if args.json:
         payload = {"threshold": args.threshold, "tag": args.tag, "runs": [asdict(r) for r in results]}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
@@ -202,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = subparsers.add_parser("table", help="steps and seconds to a success threshold, final success")
     table.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders holding them")
-    table.add_argument("--threshold", type=float_in(0.0, 1.0), default=0.9, help="success rate to reach (default: 0.9)")
+    table.add_argument("--threshold", type=float_in(-math.inf), default=0.9, help="value of --tag to reach (a success "
+                       "rate: in [0, 1]; default: 0.9)")  # fmt: skip
     table.add_argument("--tag", default=SUCCESS_TAG, help=f"scalar held against the threshold (default: {SUCCESS_TAG})")
     table.add_argument("--json", type=Path, metavar="OUT", help="also write every run's result to this JSON file")
     table.set_defaults(func=run_table)

@@ -12,6 +12,7 @@ up, for checkpoints); ``--env``/``--algo`` name them for models made elsewhere. 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +36,7 @@ from train.cli import (
     seed_int,
 )
 from train.experiment import evaluate
-from train.spec import ALGORITHMS, check_device, resolve_env_id
+from train.spec import ALGORITHMS, check_device, import_object, load_algorithm, resolve_env_id
 
 
 def load_run(
@@ -51,24 +52,29 @@ def load_run(
     The algorithm, env and hyperparameters come from the run's ``config.yml`` (next to the model, or one folder up
     for checkpoints), ``algo`` and ``env`` overriding them.
 
-    :param model: a model ``.zip`` or a run folder (its ``model.zip``).
+    :param model: a model ``.zip``, a run folder (its ``model.zip``), or an rl-zoo3 log folder (its model, with the
+        ``VecNormalize`` statistics rl-zoo3 keeps in ``<env>/vecnormalize.pkl``).
     :return: the model, the env, the run settings (``algorithm``, ``env_id``, ``hyperparams``, ``model_path``).
     """
-    model_path = runs.locate_model(model)
-    config_path = runs.find_run_config(model_path)
-    config = load_yaml(config_path, "run config") if config_path else {}
+    zoo = runs.zoo_run(Path(model)) if Path(model).is_dir() else None
+    model_path = Path(zoo["zoo"]["model"]) if zoo else runs.locate_model(model)
+    config_path = None if zoo else runs.find_run_config(model_path)
+    config = zoo or (load_yaml(config_path, "run config") if config_path else {})
+    if algo and config.get("algorithm") not in (None, algo):
+        raise CLIError(f"{model_path} was trained with {config['algorithm']}, not {algo}: leave --algo out")
     settings = {"algorithm": algo or config.get("algorithm"), "env_id": env or config.get("env_id")}
     if not settings["algorithm"] or not settings["env_id"]:
         raise CLIError(f"no {runs.CONFIG_NAME} next to {model_path}: pass --algo and --env")
-    settings.update(
-        env_id=resolve_env_id(settings["env_id"]),
-        hyperparams=config.get("hyperparams") or {},
-        seed=config.get("seed", 0),
-        model_path=str(model_path),
+    for package in config.get("gym_packages", []):  # rl-zoo3's --gym-packages, imported to register its envs
+        importlib.import_module(package)
+    algo_class = (
+        import_object(runs.ZOO_ALGORITHMS[settings["algorithm"]]) if zoo else load_algorithm(settings["algorithm"])
     )
-    loaded, venv = runs.load_run_model(
-        model_path, settings["algorithm"], settings["env_id"], settings["hyperparams"], n_envs, seed, device, False
-    )
+    settings.update(env_id=resolve_env_id(settings["env_id"]), hyperparams=config.get("hyperparams") or {},
+                    seed=config.get("seed", 0), model_path=str(model_path))  # fmt: skip
+    stats = Path(zoo["zoo"]["vecnormalize"]) if zoo else None
+    loaded, venv = runs.load_run_model(model_path, algo_class, settings["env_id"], settings["hyperparams"], n_envs,
+                                       seed, device, False, stats)  # fmt: skip
     return loaded, venv, settings
 
 
@@ -127,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=seed_int, default=12345, metavar="N", help="env seed (default: 12345)")
     parser.add_argument("--record", metavar="OUT.gif", help="also write one deterministic episode as a GIF")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--algo", choices=list(ALGORITHMS), help="algorithm, if the run has no config.yml")
+    parser.add_argument("--algo", choices=list(ALGORITHMS), help="algorithm, for a model without a run's config.yml")
     parser.add_argument("--env", metavar="ID", help="env id (default: the run's)")
     add_threads_argument(parser)
     return parser

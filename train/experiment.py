@@ -244,7 +244,7 @@ class Experiment:
         self.config = runs.run_record(spec.resume)
         self.model, venv = runs.load_run_model(
             spec.resume,
-            spec.algo,
+            load_algorithm(spec.algo),
             spec.gym_id,
             spec.hyperparams,
             spec.hyperparams["n_envs"],

@@ -19,6 +19,7 @@ Nothing a run saved is deleted here: files are only ever moved into an archive f
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pickle
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
@@ -110,42 +112,24 @@ def load_vecnormalize(path: str | Path, venv: VecEnv) -> VecNormalize:
 
 
 def load_run_model(
-    model_path: Path,
-    algo: str,
-    env_id: str,
-    hyperparams: dict[str, Any],
-    n_envs: int,
-    seed: int,
-    device: str,
-    training: bool,
-    **load_kwargs: Any,
-) -> tuple[BaseAlgorithm, VecEnv]:
-    """A saved model of a run and an env for it, with the run's ``VecNormalize`` statistics if it normalised: the one
-    loading of a model, to resume (``training=True``: the statistics keep updating) or to evaluate (frozen, raw
-    rewards). A missing, corrupt or mismatched file is a :class:`CLIError`."""
-    from train.spec import load_algorithm, make_env
+    model_path: Path, algo_class: type[BaseAlgorithm], env_id: str, hyperparams: dict[str, Any], n_envs: int,
+    seed: int, device: str, training: bool, stats_path: Path | None = None, **load_kwargs: Any,
+) -> tuple[BaseAlgorithm, VecEnv]:  # fmt: skip
+    """A saved model of a run and an env for it, with the run's ``VecNormalize`` statistics if it normalised (beside
+    the model, or at ``stats_path``): the one loading of a model, to resume (``training=True``: the statistics keep
+    updating) or to evaluate (frozen, raw rewards). A missing, corrupt or mismatched file is a :class:`CLIError`."""
+    from train.spec import make_env
 
     normalize = hyperparams.get("normalize") or False
-    stats = vecnormalize_path(model_path) if normalize else None
+    stats = (stats_path or vecnormalize_path(model_path)) if normalize else None
     if stats is not None and not stats.exists():
         raise CLIError(f"the run normalises observations but {stats} is missing")
     venv = make_env(env_id, n_envs, seed, hyperparams.get("env_kwargs"), normalize, stats, training)
-    algo_class = load_algorithm(algo)
     try:
         model = algo_class.load(str(model_path), env=venv, device=device, **load_kwargs)
     # SB3 raises AssertionError for "No data found in the saved file", ValueError for spaces that do not fit.
-    except (
-        OSError,
-        EOFError,
-        AssertionError,
-        KeyError,
-        ValueError,
-        RuntimeError,
-        TypeError,
-        AttributeError,
-        zipfile.BadZipFile,
-        pickle.UnpicklingError,
-    ) as error:
+    except (OSError, EOFError, AssertionError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
+            zipfile.BadZipFile, pickle.UnpicklingError) as error:  # fmt: skip
         venv.close()
         message = " ".join(str(error).split()) or type(error).__name__
         raise CLIError(f"cannot load {algo_class.__name__} model {model_path}: {message}") from None
@@ -486,31 +470,75 @@ class Scalars:
     wall_times: np.ndarray
 
 
+# rl-zoo3's log folders (``logs/<algo>/<env>_<n>/``: the model ``<env>.zip``, ``evaluations.npz``, and ``<env>/`` with
+# ``args.yml``, ``config.yml`` and ``vecnormalize.pkl``), read as runs of ours: plot, compare and evaluate take them.
+#: rl-zoo3's algorithm names -> ``module:Class`` (the recurrent one and SB3's and sb3-contrib's on-policy ones).
+ZOO_ALGORITHMS = {
+    "ppo_lstm": "sb3_contrib:RecurrentPPO", "ppo": "stable_baselines3:PPO", "a2c": "stable_baselines3:A2C",
+    "trpo": "sb3_contrib:TRPO", "dqn": "stable_baselines3:DQN", "qrdqn": "sb3_contrib:QRDQN",
+    "sac": "stable_baselines3:SAC", "td3": "stable_baselines3:TD3", "tqc": "sb3_contrib:TQC",
+}  # fmt: skip
+
+
+class _ZooLoader(yaml.SafeLoader):
+    """The safe loader, plus the one Python tag rl-zoo3's files carry: an ``OrderedDict``, read as a plain dict."""
+
+
+_ZooLoader.add_constructor(
+    "tag:yaml.org,2002:python/object/apply:collections.OrderedDict",
+    lambda loader, node: dict(loader.construct_sequence(node.value[0], deep=True)),
+)
+
+
+def zoo_run(folder: Path) -> dict[str, Any] | None:
+    """An rl-zoo3 log folder as a run config of ours (``algorithm``, ``env_id``, ``policy``, ``seed``, ``hyperparams``,
+    ``tensorboard_dir``, and ``zoo``: the model and statistics paths); None if ``folder`` is not one."""
+    found = list(folder.glob("*/args.yml")) if folder.is_dir() else []
+    if len(found) != 1 or not (found[0].parent / "config.yml").is_file():
+        return None
+    params = found[0].parent
+    try:
+        args = yaml.load(found[0].read_text(), Loader=_ZooLoader) or {}
+        hyperparams = yaml.load((params / "config.yml").read_text(), Loader=_ZooLoader) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise CLIError(f"cannot read rl-zoo3 run {folder}: {' '.join(str(error).split())}") from None
+    if isinstance(hyperparams.get("normalize"), str):  # rl-zoo3 writes VecNormalize's options as a dict literal
+        hyperparams["normalize"] = ast.literal_eval(hyperparams["normalize"])
+    # SB3 logs TensorBoard to <tensorboard_log>/<env>/<Algorithm>_<n>, relative to where rl-zoo3 ran.
+    root = folder.parents[len(Path(args.get("log_folder", "logs")).parts) + 1]
+    run_id = folder.name.rpartition("_")[2]
+    boards = sorted((root / (args.get("tensorboard_log") or "-") / params.name).glob(f"*_{run_id}"))
+    return {
+        "algorithm": args.get("algo"), "env_id": args.get("env"), "policy": hyperparams.pop("policy", None),
+        "seed": args.get("seed"), "hyperparams": hyperparams, "save_dir": str(folder),
+        "tensorboard_dir": str(boards[0]) if boards else None, "gym_packages": args.get("gym_packages") or [],
+        "zoo": {"model": str(folder / f"{params.name}.zip"), "vecnormalize": str(params / "vecnormalize.pkl")},
+    }  # fmt: skip
+
+
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run folders (holding ``config.yml``) at or under each path, hidden folders under it left out."""
+    """Run folders at or under each path (ours, with ``config.yml``, and rl-zoo3's), hidden folders and archives
+    under it left out."""
     runs: list[Path] = []
     for path in map(Path, paths):
         if not path.exists():
             raise CLIError(f"{path} does not exist")
-        # Hidden folders are skipped: a grid keeps a dead attempt's run under .retried/ (train.study).
-        found = (
-            [path]
-            if (path / CONFIG_NAME).is_file()
-            else sorted(
-                config.parent
-                for config in path.rglob(CONFIG_NAME)
-                if not any(part.startswith(".") for part in config.relative_to(path).parts)
-                and not is_archive(config.parent)  # a run's archived files are not a run of their own
-            )
-        )
+        candidates = [path, *sorted(p for p in path.rglob("*") if p.is_dir())] if path.is_dir() else []
+        found = [
+            folder for folder in candidates
+            if not any(part.startswith(".") for part in folder.relative_to(path).parts)
+            and not is_archive(folder) and ((folder / CONFIG_NAME).is_file() or zoo_run(folder) is not None)
+            and not (folder.parent / "args.yml").is_file()  # rl-zoo3's parameter folder inside its run
+        ]  # fmt: skip
         if not found:
-            raise CLIError(f"no runs ({CONFIG_NAME}) in {path}")
-        runs.extend(run for run in found if run not in runs)
+            raise CLIError(f"no runs ({CONFIG_NAME}, or rl-zoo3 log folders) in {path}")
+        runs.extend(run for run in found if run not in runs and not any(p in found for p in run.parents))
     return runs
 
 
 def load_configs(runs: Sequence[Path]) -> dict[Path, dict[str, Any]]:
-    return {run: load_yaml(run / CONFIG_NAME, "run config") for run in runs}
+    """Each run's config: ours, or an rl-zoo3 folder's read as one (:func:`zoo_run`)."""
+    return {run: zoo_run(run) or load_yaml(run / CONFIG_NAME, "run config") for run in runs}
 
 
 def tensorboard_dir(run: Path, config: dict[str, Any]) -> Path | None:
@@ -541,10 +569,26 @@ def load_scalars(directory: Path, tag: str) -> Scalars | None:
 
 
 def run_scalars(run: Path, config: dict[str, Any], tag: str) -> Scalars | None:
-    """``tag`` of a run, or None if it has no TensorBoard log or never logged the tag."""
+    """``tag`` of a run from its TensorBoard log, else (``eval/mean_reward``, ``eval/success_rate``) from its
+    ``evaluations.npz``; None if the run never logged it."""
     directory = tensorboard_dir(run, config)
     scalars = load_scalars(directory, tag) if directory else None
+    if (scalars is None or not len(scalars.steps)) and tag in ("eval/mean_reward", "eval/success_rate"):
+        scalars = _evaluation_scalars(run / EVALUATIONS_NAME, tag)
     return scalars if scalars is not None and len(scalars.steps) else None
+
+
+def _evaluation_scalars(path: Path, tag: str) -> Scalars | None:
+    """An ``EvalCallback``'s ``evaluations.npz`` as the scalars it logs (no wall times: the file's time for each)."""
+    try:
+        with np.load(path) as data:
+            key = "results" if tag == "eval/mean_reward" else "successes"
+            if key not in data.files or not len(data[key]):
+                return None
+            steps, values = data["timesteps"].astype(float), data[key].mean(axis=1).astype(float)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return None
+    return Scalars(steps, values, np.full_like(steps, path.stat().st_mtime))
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:

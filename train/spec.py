@@ -214,8 +214,9 @@ def canonical_source(params: Mapping[str, Any], where: str) -> dict[str, Any]:
     """One source of hyperparameters with its ``policy_kwargs`` and each ``memory_kwargs`` entry in our names;
     rl-zoo3's ``policy_kwargs`` string (``"dict(net_arch=[64], activation_fn=nn.ReLU)"``) is read first."""
     params = dict(params)
-    if isinstance(params.get("policy_kwargs"), str) and params["policy_kwargs"].lstrip().startswith(("dict(", "{")):
-        params["policy_kwargs"] = zoo_policy_kwargs(params["policy_kwargs"], where)
+    for key in ("policy_kwargs", "normalize"):  # rl-zoo3 writes these as Python expressions in strings
+        if isinstance(params.get(key), str) and params[key].lstrip().startswith(("dict(", "{")):
+            params[key] = zoo_policy_kwargs(params[key], f"{where}: {key}")
     if "policy_kwargs" in params:
         params["policy_kwargs"] = _canonical(params["policy_kwargs"], f"{where}: policy_kwargs")
     if isinstance(params.get("memory_kwargs"), Mapping):
@@ -227,8 +228,9 @@ def canonical_source(params: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 
 def zoo_policy_kwargs(text: str, where: str) -> dict[str, Any]:
-    """rl-zoo3's ``policy_kwargs`` string (``"dict(net_arch=[64], activation_fn=nn.ReLU)"``) read without running
-    it: literals stay values, dotted names (``nn.ReLU``) become the names :func:`import_object` imports."""
+    """rl-zoo3's ``policy_kwargs`` (or ``normalize``) string, ``"dict(net_arch=[64], activation_fn=nn.ReLU)"``, read
+    without running it: literals stay values, dotted names (``nn.ReLU``) become the names :func:`import_object`
+    imports."""
 
     def value(node: ast.AST) -> Any:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
@@ -244,9 +246,9 @@ def zoo_policy_kwargs(text: str, where: str) -> dict[str, Any]:
     try:
         kwargs = value(ast.parse(text.strip(), mode="eval").body)
     except (SyntaxError, ValueError, TypeError) as error:
-        raise CLIError(f"{where}: policy_kwargs {text!r} is not a dict of literals and names ({error})") from None
+        raise CLIError(f"{where}: {text!r} is not a dict of literals and names ({error})") from None
     if not isinstance(kwargs, dict):
-        raise CLIError(f"{where}: policy_kwargs {text!r} is not a dict")
+        raise CLIError(f"{where}: {text!r} is not a dict")
     return kwargs
 
 
@@ -262,13 +264,29 @@ def default_hyperparams(algo: str, env_id: str) -> tuple[dict[str, Any], str]:
 
 
 def config_file_params(path: str | Path, env_id: str) -> dict[str, Any]:
-    """A ``--config`` file: a run's ``config.yml`` (its ``hyperparams``), an rl-zoo3 hyperparameter file (``{env id:
-    {...}}``, whose ``policy`` line names the policy the zoo trains and is not a hyperparameter), or a flat mapping."""
+    """A ``--config`` file: a run's ``config.yml`` (its ``hyperparams``), a file of entries per env (rl-zoo3's
+    hyperparameter files: the entry of ``env_id``, with or without its namespace; its ``policy`` line names the
+    policy rl-zoo3 trains and is not a hyperparameter), or a flat mapping of hyperparameters."""
     data = load_yaml(path, "config file")
     if isinstance(data.get("hyperparams"), dict):
         return data["hyperparams"]
-    params = data[env_id] if isinstance(data.get(env_id), dict) else data
-    return {key: value for key, value in params.items() if key != "policy"}
+    name = env_id.rpartition(":")[2]
+    entry = next((data[key] for key in (name, name.rpartition("/")[2]) if isinstance(data.get(key), dict)), None)
+    if (
+        entry is None
+        and data
+        and all(isinstance(v, dict) for v in data.values())
+        and not set(data) & set(Hyperparams.model_fields)
+    ):
+        raise CLIError(f"--config {path} has no entry for {name}; its entries: {', '.join(map(str, data))}")
+    params = {key: value for key, value in (data if entry is None else entry).items() if key != "policy"}
+    callbacks = params.pop("callback", None)  # rl-zoo3's extra callbacks: ours log the memory's statistics already
+    names = [
+        next(iter(c)) if isinstance(c, dict) else c for c in (callbacks if isinstance(callbacks, list) else [callbacks])
+    ]
+    if callbacks is not None and any(not str(name).endswith("MemoryStatsCallback") for name in names):
+        raise CLIError(f"--config {path}: callback {callbacks!r} is rl-zoo3's to run; train with rl-zoo3 for it")
+    return params
 
 
 def fold_memory_kwargs(params: dict[str, Any], policy: str) -> dict[str, Any]:
