@@ -77,8 +77,10 @@ def test_the_zoo_recipe_is_a_config_of_train_ppo(tmp_path: Path) -> None:
     # (merged key by key over hyperparams.yml's entry for the env, which sets VecNormalize's gamma)
     assert hyperparams["normalize"] == {"gamma": 0.98, "norm_obs": True, "norm_reward": False}
     assert hyperparams["n_timesteps"] == 256
-    assert hyperparams["policy_kwargs"] == {"hidden_size": 16, "ortho_init": False, "activation_fn": "nn.ReLU",
-                                            "enable_critic_memory": True, "net_arch": {"pi": [64], "vf": [64]}}  # fmt: skip
+    assert hyperparams["policy_kwargs"] == {
+        "hidden_size": 16, "ortho_init": False, "activation_fn": "nn.ReLU", "enable_critic_memory": True,
+        "net_arch": {"pi": [64], "vf": [64]},
+    }  # fmt: skip
     # Another callback than the memory statistics ours log anyway is rl-zoo3's to run.
     (tmp_path / "other.yml").write_text(RECIPE.replace("fw_agents.callbacks.MemoryStatsCallback", "my.Callback"))
     assert ppo.main(["--config", str(tmp_path / "other.yml"), "--env", ENV, "--save-dir", str(tmp_path / "o")]) == 2
