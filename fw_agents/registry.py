@@ -49,8 +49,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gymnasium import spaces
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.ppo_recurrent.policies import CnnLstmPolicy, MlpLstmPolicy, MultiInputLstmPolicy
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 
 from fw_agents.memory import FastWeightsRNN, GRUCore, LSTMCore, MemoryCore, NoMemoryCore
@@ -93,6 +95,23 @@ class MemoryEntry:
     def policy(self, kind: str) -> type[RecurrentActorCriticPolicy]:
         """The policy class for observations of ``kind`` (``"Mlp"``, ``"Cnn"``, ``"MultiInput"``)."""
         return self.policies[_check_kind(kind)]
+
+    def policy_for(self, observation_space: spaces.Space, action_space: spaces.Space) -> tuple[str, type]:
+        """The alias and policy class that take an env's spaces: ``Mlp`` for vectors, ``Cnn`` for images, ``MultiInput``
+        for a flat Dict (``("MlpFastWeightsPolicy", FastWeightsActorCriticPolicy)``); a ValueError naming what the
+        policies take otherwise."""
+        flat = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+        if not isinstance(action_space, flat):
+            raise ValueError(f"action space {action_space} is not supported: the policies take Box, Discrete, "
+                             "MultiDiscrete or MultiBinary actions")  # fmt: skip
+        if isinstance(observation_space, spaces.Dict) and all(isinstance(s, flat) for s in observation_space.values()):
+            kind = "MultiInput"
+        elif isinstance(observation_space, flat):
+            kind = "Cnn" if is_image_space(observation_space) else "Mlp"
+        else:
+            raise ValueError(f"observation space {observation_space} is not supported: the policies take a Box (vector "
+                             "or image), Discrete, MultiDiscrete, MultiBinary, or a flat Dict of them")  # fmt: skip
+        return self.alias(kind), self.policy(kind)
 
     @property
     def aliases(self) -> dict[str, type[RecurrentActorCriticPolicy]]:

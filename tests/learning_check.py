@@ -56,9 +56,9 @@ def run(
     n_envs = spec.hyperparams["n_envs"]
     env = spec.make_env(n_envs, seed)
     eval_env = spec.make_env(1, seed + 1000, training=False)
-    model = RecurrentPPO(  # sb3-contrib's own algorithm: the drop-in claim
-        get_memory(policy).policy("Mlp"), env, policy_kwargs=spec.policy_kwargs(), seed=seed, **spec.algorithm_kwargs()
-    )
+    kwargs = spec.model_kwargs()
+    kwargs.pop("sequence_length", None)  # fw_agents.RecurrentPPO's; not in this entry
+    model = RecurrentPPO(get_memory(policy).policy("Mlp"), env, **kwargs)  # sb3-contrib's own algorithm: the drop-in
     start = time.perf_counter()
     reached: dict[str, float] = {}
 

@@ -43,17 +43,46 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+#: Fields of a run spec named by their command-line flag in messages (``--eval-freq``), as the user gave them.
+FLAG_FIELDS = ("threads", "total_timesteps", "eval_freq", "checkpoint_freq", "eval_episodes", "final_eval_episodes",
+               "log_interval", "verbose")  # fmt: skip
+#: pydantic's error types, said as the rest of our errors say them (``{ge}``: the bound, from the error's context).
+PHRASES = {
+    "greater_than_equal": "must be >= {ge}", "greater_than": "must be > {gt}", "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}", "int_type": "must be an integer", "int_from_float": "must be an integer",
+    "float_type": "must be a number", "finite_number": "must be a finite number", "bool_type": "must be true or false",
+    "dict_type": "must be a mapping (e.g. {{key: value}})", "model_type": "must be a mapping (e.g. {{key: value}})",
+    "string_type": "must be a string", "list_type": "must be a list", "extra_forbidden": "is not one of its options",
+}  # fmt: skip
+
+
 def one_line(error: ValueError) -> str:
-    """A user error as one line: a ``ValidationError`` by its first error (the check's own message where a check of
-    ours raised it, else the field and pydantic's message)."""
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        original = (first.get("ctx") or {}).get("error")
-        if isinstance(original, Exception):
-            return one_line(original) if isinstance(original, ValueError) else str(original)
-        where = ".".join(map(str, first["loc"]))
-        return f"{where}: {first['msg']}, got {first.get('input')!r}"
-    return " ".join(str(error).split())
+    """A user error as one line. A pydantic ``ValidationError`` is said by its most specific error (the deepest field
+    of a nested value), named by the field's path and phrased as our own checks phrase theirs (:data:`PHRASES`); an
+    error of ours raised inside it keeps its own words."""
+    if not isinstance(error, ValidationError):
+        return " ".join(str(error).split())
+    errors = error.errors()
+    first = max(errors, key=lambda e: len(e["loc"]))
+    original = (first.get("ctx") or {}).get("error")
+    if isinstance(original, CLIError):
+        return one_line(original)
+    path = [part for part in first["loc"] if isinstance(part, str) and re.fullmatch(r"[a-z_][a-z0-9_]*", part)]
+    path = [part for part in path if part not in ("bool", "float", "int", "str", "dict")]  # a union's branch tags
+    name = ".".join(path) or "value"
+    name = f"--{name.replace('_', '-')}" if name in FLAG_FIELDS else name
+    ge = (first.get("ctx") or {}).get("ge")
+    if first["type"] == "greater_than_equal" and isinstance(first["input"], int) and ge in (0, 1):
+        phrase = "must be a positive integer" if ge == 1 else "must be an integer >= 0"
+    elif isinstance(original, Exception):
+        phrase = str(original)
+    else:
+        phrase = PHRASES.get(first["type"], first["msg"]).format(**(first.get("ctx") or {}))
+    if len({e["loc"][0] for e in errors}) == 1 and len(errors) > 1 and len(first["loc"]) < 3:  # a union's branches
+        phrases = dict.fromkeys(PHRASES.get(e["type"], e["msg"]).format(**(e.get("ctx") or {})) for e in errors)
+        phrase = "must be " + ", or ".join(p.removeprefix("must be ") for p in phrases)
+    given = repr(first.get("input"))
+    return f"{name} {phrase}, got {given if len(given) < 60 else given[:57] + '...'}"
 
 
 def run_cli(
@@ -262,9 +291,9 @@ def build_train_parser(algo: str) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--policy", choices=memory_names(), help="memory (default: fast-weights); mlp: memoryless baseline")
     add("--env", metavar="ID", help=f"registered id, 'module:Id' to import first (default: {DEFAULT_ENVS[algo]})")
-    add("--n-envs", type=int, metavar="N", help="parallel envs (default: from hyperparams.yml)")
-    add("--total-timesteps", type=int, metavar="N", help="env steps (default: n_timesteps; with --resume: to add)")
-    add("--seed", type=int, metavar="N", help="random seed (default: 0)")
+    add("--n-envs", type=positive_int, metavar="N", help="parallel envs (default: from hyperparams.yml)")
+    add("--total-timesteps", type=positive_int, metavar="N", help="env steps (default: n_timesteps; resuming: to add)")
+    add("--seed", type=seed_int, metavar="N", help="random seed (default: 0)")
     add("--device", help="torch device (default: cpu)")
     add("--hidden-size", type=int, metavar="N", help="memory units H (policy_kwargs.hidden_size)")
     add("--hparams", nargs="+", metavar="KEY=VALUE", help="e.g. learning_rate=lin_7e-4 n_steps=16 normalize=true")
@@ -368,11 +397,11 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
         args.env,
         args.policy,
         config=args.config,
-        hparams=parse_assignments(args.hparams, "--hparams"),
+        hparams=args.hparams and parse_assignments(args.hparams, "--hparams"),
         n_envs=args.n_envs,
         total_timesteps=args.total_timesteps,
         hidden_size=args.hidden_size,
-        policy_kwargs=parse_assignments(args.policy_kwargs, "--policy-kwargs"),
+        policy_kwargs=args.policy_kwargs and parse_assignments(args.policy_kwargs, "--policy-kwargs"),
         seed=0 if args.seed is None else args.seed,
         save_dir=args.save_dir,
         **options,

@@ -36,9 +36,10 @@ from fw_agents import atomic
 from fw_agents.atomic import AtomicCheckpointCallback, AtomicEvalCallback
 from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback
 from fw_agents.nonfinite import CheckFiniteVecEnv, FiniteParametersCallback, NonFiniteError
+from fw_agents.registry import get_memory
 from train import runs
 from train.cli import CLIError
-from train.spec import RunSpec, load_algorithm, select_policy
+from train.spec import RunSpec, load_algorithm
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -209,25 +210,17 @@ class Experiment:
         """A new model on a new env; the policy's and the core's checks run here. Returns the env seed."""
         spec = self.spec
         self.venv = CheckFiniteVecEnv(spec.make_env(spec.hyperparams["n_envs"], spec.seed))
-        alias, policy_class = select_policy(spec.policy, self.venv.observation_space, self.venv.action_space)
         algo_class = load_algorithm(spec.algo)
         try:
-            self.model = algo_class(
-                policy_class,
-                self.venv,
-                policy_kwargs=spec.policy_kwargs(),
-                seed=spec.seed,
-                device=spec.device,
-                verbose=spec.verbose,
-                **spec.algorithm_kwargs(),
+            alias, policy_class = get_memory(spec.policy).policy_for(
+                self.venv.observation_space, self.venv.action_space
             )
+            self.model = algo_class(policy_class, self.venv, **spec.model_kwargs())
         except (ValueError, TypeError, AssertionError, RuntimeError) as error:
             self.venv.close()
             message = " ".join(str(error).split()) or type(error).__name__
-            raise CLIError(
-                f"cannot build {algo_class.__name__} with {policy_class.__name__} (policy_kwargs "
-                f"{spec.hyperparams['policy_kwargs']}) on {spec.env_id}: {message}"
-            ) from None
+            raise CLIError(f"cannot build {algo_class.__name__} with the {spec.policy} policy (policy_kwargs "
+                           f"{spec.hyperparams['policy_kwargs']}) on {spec.env_id}: {message}") from None  # fmt: skip
         self.config = {
             **spec.record(),
             "policy_alias": alias,

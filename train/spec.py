@@ -1,9 +1,10 @@
 """One training run, specified and checked: :class:`RunSpec`, the one thing the commands pass to each other.
 
-A spec is a pydantic model: every value is checked when it is made, before any work starts (nothing is written,
-no env stepped, no policy built), and a bad one is a ``ValueError`` naming it and what is allowed. It is written
-as is into the run's ``config.yml`` (:meth:`RunSpec.record`) and read back the same (:meth:`RunSpec.from_record`),
-so a grid or a tuner hands its cells specs (``spec.model_copy(update=...)``), never argv. Made in three ways:
+A spec is a pydantic model: its fields are typed and bounded, every value is checked when it is made, before any
+work starts (nothing written, no env stepped, no policy built), and a bad one is a ``ValueError`` naming it and what
+is allowed. It is written as is into the run's ``config.yml`` (:meth:`RunSpec.record`) and read back the same
+(:meth:`RunSpec.from_record`), so grids and tuners hand their cells specs (``spec.model_copy(update=...)``), never
+argv. Made in three ways:
 
 * ``RunSpec(algo="a2c", env_id="fw_agents/Catch-N16-M3-v0", policy="fast-weights", ...)``: exactly what is given;
   ``hyperparams`` left out means the algorithm's ``train/hyperparams.yml`` entry for the env.
@@ -33,7 +34,6 @@ from typing import Annotated, Any
 import gymnasium as gym
 import torch as th
 import yaml
-from gymnasium import spaces
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -41,18 +41,18 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    field_validator,
+    StrictBool,
+    ValidationError,
     model_validator,
 )
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from fw_agents.policies import canonical_policy_kwargs, policy_kwargs_for_class
 from fw_agents.registry import get_memory, memory_names
 from train import runs
-from train.cli import MAX_SEED, CLIError, check_int, check_number, check_output_path, load_yaml
+from train.cli import MAX_SEED, CLIError, check_output_path, load_yaml, one_line
 
 HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
 #: Algorithms by name, as ``module:Class`` (imported on use).
@@ -73,164 +73,118 @@ SET_BY_THE_RUN = {"seed": "seed", "device": "device", "verbose": "verbose", "ten
 
 
 # ----------------------------------------------------------------------------------------------- value types
-def _checked(check: Any, *args: Any, flag: bool = False, prefix: str = "", **kwargs: Any) -> Any:
-    """A pydantic type whose value ``check(name, value, ...)`` vets (and returns), with its message naming the field
-    (``flag``: as its command-line flag, ``--eval-freq``; else with ``prefix``, ``normalize.gamma``)."""
-
-    def validate(value: Any, info: Any) -> Any:
-        name = f"--{info.field_name.replace('_', '-')}" if flag else prefix + info.field_name
-        return check(name, value, *args, **kwargs)
-
-    return BeforeValidator(validate)
+def _integral(value: Any) -> Any:
+    """YAML reads ``1e6`` (and rl-zoo3's ``!!float 1e5``) as a float: an integral one counts as an int."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise CLIError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _schedule_or_positive(name: str, value: Any) -> float | str:
-    """A number > 0, or ``lin_<number > 0>``: a linear decay to 0 (rl-zoo3's notation)."""
-    if not isinstance(value, str):
-        return check_number(name, value, low=0.0, low_inclusive=False)
+def _schedule(value: Any) -> float | str:
+    """A number > 0, or ``lin_<x>``: rl-zoo3's linear decay from x > 0 to 0 (made by :func:`to_schedule`)."""
     try:
-        start = to_schedule(value).start
-    except CLIError:
-        allowed = "a number > 0 or a schedule lin_<number>, e.g. lin_7e-4"
-        raise CLIError(f"{name} must be {allowed}; got {value!r}") from None
-    check_number(name, start, low=0.0, low_inclusive=False)
+        number = float(value[4:] if isinstance(value, str) and value.startswith("lin_") else value)
+    except (TypeError, ValueError):
+        number = None
+    if isinstance(value, bool) or number is None or not 0 < number < float("inf"):
+        raise ValueError("must be a number > 0 or a schedule lin_<number> (e.g. lin_7e-4)")
     return value
 
 
-def _mapping(name: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise CLIError(f"{name} must be a mapping (e.g. {{key: value}}), got {value!r}")
-    return dict(value)
+def Int(low: int, high: int | None = None) -> Any:  # noqa: N802  (a type)
+    """An int in ``[low, high]``: strict (no bool, no string), an integral float accepted."""
+    return Annotated[int, Field(strict=True, ge=low, le=high), BeforeValidator(_integral)]
 
 
-def _normalize(name: str, value: Any) -> bool | dict[str, Any]:
-    """``normalize``: false, true, or ``VecNormalize``'s keyword arguments (each checked; ``training`` is the run's)."""
-    if isinstance(value, bool):
-        return value
-    options = _mapping(name, value)
-    unknown = sorted(set(options) - set(NormalizeOptions.model_fields))
-    if unknown:
-        known = sorted(NormalizeOptions.model_fields)
-        raise CLIError(f"{name}: unknown VecNormalize option(s) {unknown}; it takes {known}")
-    NormalizeOptions.model_validate(options)
-    return options
+def Float(**bounds: float) -> Any:  # noqa: N802
+    """A finite float within ``bounds`` (pydantic's ``ge``, ``gt``, ``le``): strict (an int counts, a bool does not)."""
+    return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
-Count = Annotated[int, _checked(check_int)]
-Mapping_ = Annotated[dict[str, Any], _checked(_mapping)]
-Unit = Annotated[float, _checked(check_number, low=0.0, high=1.0)]
-Positive = Annotated[float, _checked(check_number, low=0.0, low_inclusive=False)]
-NonNegative = Annotated[float, _checked(check_number, low=0.0)]
-Flag = Annotated[bool, _checked(_flag)]
-Schedule = Annotated[float | str, _checked(_schedule_or_positive)]
+Schedule = Annotated[float | str, BeforeValidator(_schedule)]
 
 
 def to_schedule(value: Any) -> Any:
-    """``"lin_7e-4"`` -> a linear decay from 7e-4 to 0 (rl-zoo3's notation); anything else unchanged."""
-    if isinstance(value, str) and value.startswith("lin_"):
-        try:
-            return LinearSchedule(float(value[4:]), 0.0, 1.0)
-        except ValueError:
-            pass
-    if isinstance(value, str):
-        raise CLIError(f"bad schedule {value!r}: expected lin_<number>, e.g. lin_7e-4")
-    return value
+    """``"lin_7e-4"`` -> a linear decay from 7e-4 to 0; anything else unchanged."""
+    return LinearSchedule(float(value[4:]), 0.0, 1.0) if isinstance(value, str) else value
 
 
 class NormalizeOptions(BaseModel):
     """``normalize`` given as ``VecNormalize``'s keyword arguments (``training`` is the run's to set)."""
 
     model_config = ConfigDict(extra="forbid")
-    norm_obs: Annotated[bool, _checked(_flag, prefix="normalize.")] = True
-    norm_reward: Annotated[bool, _checked(_flag, prefix="normalize.")] = True
-    clip_obs: Annotated[float, _checked(check_number, low=0.0, low_inclusive=False, prefix="normalize.")] = 10.0
-    clip_reward: Annotated[float, _checked(check_number, low=0.0, low_inclusive=False, prefix="normalize.")] = 10.0
-    gamma: Annotated[float, _checked(check_number, low=0.0, high=1.0, prefix="normalize.")] = 0.99
-    epsilon: Annotated[float, _checked(check_number, low=0.0, low_inclusive=False, prefix="normalize.")] = 1e-8
+    norm_obs: StrictBool = True
+    norm_reward: StrictBool = True
+    clip_obs: Float(gt=0) = 10.0
+    clip_reward: Float(gt=0) = 10.0
+    gamma: Float(ge=0, le=1) = 0.99
+    epsilon: Float(gt=0) = 1e-8
     norm_obs_keys: list[str] | None = None
 
 
 class Hyperparams(BaseModel):
-    """Every hyperparameter the algorithms (RecurrentA2C, RecurrentPPO) or the run take, typed and bounded; keys
-    beyond these are the algorithm's to take (checked against its signature by :class:`RunSpec`)."""
+    """Every hyperparameter the algorithms (RecurrentA2C, RecurrentPPO) or the run take, typed and bounded; other
+    keys are checked against the algorithm's signature by :class:`RunSpec`, and their values by the algorithm."""
 
     model_config = ConfigDict(extra="allow")
-    n_envs: Annotated[int, _checked(check_int, 1, MAX_ENVS)] = 1
-    n_timesteps: Annotated[int, _checked(check_int, 1, MAX_TIMESTEPS)] | None = None
-    normalize: Annotated[bool | dict[str, Any], _checked(_normalize)] = False
-    env_kwargs: Mapping_ = {}
-    policy_kwargs: Mapping_ = {}
-    n_steps: Count | None = None
-    batch_size: Count | None = None
-    n_epochs: Count | None = None
-    stats_window_size: Count | None = None
-    sequence_length: Count | None = None
-    sde_sample_freq: Annotated[int, _checked(check_int, -1)] | None = None
-    gamma: Unit | None = None
-    gae_lambda: Unit | None = None
-    max_grad_norm: Positive | None = None
-    rms_prop_eps: Positive | None = None
-    target_kl: Positive | None = None
-    ent_coef: NonNegative | None = None
-    vf_coef: NonNegative | None = None
-    use_rms_prop: Flag | None = None
-    use_sde: Flag | None = None
-    normalize_advantage: Flag | None = None
+    n_envs: Int(1, MAX_ENVS) = 1
+    n_timesteps: Int(1, MAX_TIMESTEPS) | None = None
+    normalize: StrictBool | NormalizeOptions = False
+    env_kwargs: dict[str, Any] = {}
+    policy_kwargs: dict[str, Any] = {}
+    n_steps: Int(1, 10**6) | None = None
+    batch_size: Int(1, 10**7) | None = None
+    n_epochs: Int(1, 10**4) | None = None
+    stats_window_size: Int(1, 10**6) | None = None
+    sequence_length: Int(1, 10**6) | None = None
+    sde_sample_freq: Int(-1) | None = None
+    gamma: Float(ge=0, le=1) | None = None
+    gae_lambda: Float(ge=0, le=1) | None = None
+    max_grad_norm: Float(gt=0) | None = None
+    rms_prop_eps: Float(gt=0) | None = None
+    target_kl: Float(gt=0) | None = None
+    ent_coef: Float(ge=0) | None = None
+    vf_coef: Float(ge=0) | None = None
+    use_rms_prop: StrictBool | None = None
+    use_sde: StrictBool | None = None
+    normalize_advantage: StrictBool | None = None
     learning_rate: Schedule | None = None
     clip_range: Schedule | None = None
     clip_range_vf: Schedule | None = None
 
 
 # ----------------------------------------------------------------------------------------------- sources
-def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``update``, nested mappings key by key."""
     merged = dict(base)
     for key, value in update.items():
-        merged[key] = (
-            merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = merge(merged[key], value) if both else value
     return merged
 
 
-def _canonical(kwargs: Any, where: str) -> Any:
-    """Policy options in fw-agents' names; anything but a mapping is left for the checks to refuse."""
-    if not isinstance(kwargs, Mapping):
-        return kwargs
-    try:
-        return canonical_policy_kwargs(kwargs)
-    except ValueError as error:
-        raise CLIError(f"{where}: {error}") from None
-
-
 def canonical_source(params: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """One source of hyperparameters with its ``policy_kwargs`` and each ``memory_kwargs`` entry in our names;
-    rl-zoo3's ``policy_kwargs`` string (``"dict(net_arch=[64], activation_fn=nn.ReLU)"``) is read first."""
+    """One source of hyperparameters with its policy options in our names (``policy_kwargs`` and each
+    ``memory_kwargs`` entry), rl-zoo3's ``policy_kwargs`` and ``normalize`` strings read first."""
     params = dict(params)
     for key in ("policy_kwargs", "normalize"):  # rl-zoo3 writes these as Python expressions in strings
         if isinstance(params.get(key), str) and params[key].lstrip().startswith(("dict(", "{")):
-            params[key] = zoo_policy_kwargs(params[key], f"{where}: {key}")
+            params[key] = zoo_expression(params[key], f"{where}: {key}")
+
+    def canonical(kwargs: Any, name: str) -> Any:
+        try:
+            return canonical_policy_kwargs(kwargs) if isinstance(kwargs, Mapping) else kwargs
+        except ValueError as error:
+            raise CLIError(f"{where}: {name}: {error}") from None
+
     if "policy_kwargs" in params:
-        params["policy_kwargs"] = _canonical(params["policy_kwargs"], f"{where}: policy_kwargs")
+        params["policy_kwargs"] = canonical(params["policy_kwargs"], "policy_kwargs")
     if isinstance(params.get("memory_kwargs"), Mapping):
-        params["memory_kwargs"] = {
-            choice: _canonical(kwargs, f"{where}: memory_kwargs.{choice}")
-            for choice, kwargs in params["memory_kwargs"].items()
-        }
+        params["memory_kwargs"] = {c: canonical(k, f"memory_kwargs.{c}") for c, k in params["memory_kwargs"].items()}
     return params
 
 
-def zoo_policy_kwargs(text: str, where: str) -> dict[str, Any]:
-    """rl-zoo3's ``policy_kwargs`` (or ``normalize``) string, ``"dict(net_arch=[64], activation_fn=nn.ReLU)"``, read
-    without running it: literals stay values, dotted names (``nn.ReLU``) become the names :func:`import_object`
-    imports."""
+def zoo_expression(text: str, where: str) -> dict[str, Any]:
+    """rl-zoo3's ``"dict(net_arch=[64], activation_fn=nn.ReLU)"`` read without running it: literals stay values,
+    dotted names (``nn.ReLU``) become the names :func:`import_object` imports."""
 
     def value(node: ast.AST) -> Any:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
@@ -239,74 +193,53 @@ def zoo_policy_kwargs(text: str, where: str) -> dict[str, Any]:
             return {value(k): value(v) for k, v in zip(node.keys, node.values, strict=True)}
         if isinstance(node, ast.List | ast.Tuple):
             return [value(element) for element in node.elts]
-        if isinstance(node, ast.Name | ast.Attribute):
-            return ast.unparse(node)
-        return ast.literal_eval(node)
+        return ast.unparse(node) if isinstance(node, ast.Name | ast.Attribute) else ast.literal_eval(node)
 
     try:
-        kwargs = value(ast.parse(text.strip(), mode="eval").body)
+        return dict(value(ast.parse(text.strip(), mode="eval").body))
     except (SyntaxError, ValueError, TypeError) as error:
         raise CLIError(f"{where}: {text!r} is not a dict of literals and names ({error})") from None
-    if not isinstance(kwargs, dict):
-        raise CLIError(f"{where}: {text!r} is not a dict")
-    return kwargs
-
-
-def default_hyperparams(algo: str, env_id: str) -> tuple[dict[str, Any], str]:
-    """``train/hyperparams.yml``: the algorithm's ``default`` section updated by the env's entry, and its name."""
-    table = load_yaml(HYPERPARAMS_FILE, "hyperparameter file").get(algo, {})
-    source = f"{HYPERPARAMS_FILE.name}:{algo}.default"
-    params = canonical_source(table.get("default", {}), source)
-    if env_id in table:
-        source = f"{HYPERPARAMS_FILE.name}:{algo}.{env_id}"
-        params = merge(params, canonical_source(table[env_id], source))
-    return params, source
 
 
 def config_file_params(path: str | Path, env_id: str) -> dict[str, Any]:
     """A ``--config`` file: a run's ``config.yml`` (its ``hyperparams``), a file of entries per env (rl-zoo3's
     hyperparameter files: the entry of ``env_id``, with or without its namespace; its ``policy`` line names the
-    policy rl-zoo3 trains and is not a hyperparameter), or a flat mapping of hyperparameters."""
+    policy rl-zoo3 trains, and its ``MemoryStatsCallback`` our runs have already), or a flat mapping."""
     data = load_yaml(path, "config file")
     if isinstance(data.get("hyperparams"), dict):
         return data["hyperparams"]
     name = env_id.rpartition(":")[2]
     entry = next((data[key] for key in (name, name.rpartition("/")[2]) if isinstance(data.get(key), dict)), None)
-    if (
-        entry is None
-        and data
-        and all(isinstance(v, dict) for v in data.values())
-        and not set(data) & set(Hyperparams.model_fields)
-    ):
+    per_env = data and all(isinstance(v, dict) for v in data.values()) and not set(data) & set(Hyperparams.model_fields)
+    if entry is None and per_env:
         raise CLIError(f"--config {path} has no entry for {name}; its entries: {', '.join(map(str, data))}")
-    params = {key: value for key, value in (data if entry is None else entry).items() if key != "policy"}
-    callbacks = params.pop("callback", None)  # rl-zoo3's extra callbacks: ours log the memory's statistics already
+    params = {key: value for key, value in (entry or data).items() if key != "policy"}
+    callbacks = params.pop("callback", [])
     names = [
         next(iter(c)) if isinstance(c, dict) else c for c in (callbacks if isinstance(callbacks, list) else [callbacks])
     ]
-    if callbacks is not None and any(not str(name).endswith("MemoryStatsCallback") for name in names):
+    if not all(str(name).endswith(".MemoryStatsCallback") for name in names):
         raise CLIError(f"--config {path}: callback {callbacks!r} is rl-zoo3's to run; train with rl-zoo3 for it")
     return params
 
 
 def fold_memory_kwargs(params: dict[str, Any], policy: str) -> dict[str, Any]:
-    """``params`` with ``memory_kwargs[policy]`` merged into ``policy_kwargs`` and ``memory_kwargs`` dropped, so
-    that the run's config shows what the policy got."""
+    """``params`` with ``memory_kwargs[policy]`` merged into ``policy_kwargs`` and ``memory_kwargs`` dropped, so that
+    the run's config shows what the policy got."""
     params = dict(params)
     memory_kwargs = params.pop("memory_kwargs", None) or {}
-    if not isinstance(memory_kwargs, Mapping) or not all(isinstance(v, Mapping | None) for v in memory_kwargs.values()):
-        raise CLIError(f"memory_kwargs must map --policy choices to mappings of options, got {memory_kwargs!r}")
-    unknown = sorted(set(memory_kwargs) - set(memory_names()))
-    if unknown:
-        raise CLIError(f"memory_kwargs: unknown policy {unknown}; its keys are --policy choices {memory_names()}")
+    unknown = sorted(set(memory_kwargs) - set(memory_names())) if isinstance(memory_kwargs, Mapping) else None
+    if unknown or unknown is None or not all(isinstance(v, Mapping | None) for v in memory_kwargs.values()):
+        raise CLIError(f"memory_kwargs must map --policy choices ({', '.join(memory_names())}) to mappings of "
+                       f"options, got {memory_kwargs!r}")  # fmt: skip
     policy_kwargs = params.get("policy_kwargs") or {}
     if not isinstance(policy_kwargs, Mapping):
         raise CLIError(f"policy_kwargs must be a mapping (e.g. {{hidden_size: 64}}), got {policy_kwargs!r}")
-    params["policy_kwargs"] = merge(dict(policy_kwargs), memory_kwargs.get(policy) or {})
+    params["policy_kwargs"] = merge(policy_kwargs, memory_kwargs.get(policy) or {})
     return params
 
 
-# ----------------------------------------------------------------------------------------------- envs, policies
+# ----------------------------------------------------------------------------------------------- envs, algorithms
 def resolve_env_id(env_id: str) -> str:
     """The registered id of ``env_id`` (after importing our ``envs`` and MiniGrid; ``module:Id`` imports ``module``
     first, as ``gymnasium.make`` does); a :class:`CLIError` naming the memory envs if it is unknown."""
@@ -315,31 +248,23 @@ def resolve_env_id(env_id: str) -> str:
     import envs  # registers fw_agents/...
 
     module, sep, name = env_id.rpartition(":")
-    if sep:
-        try:
+    try:
+        if sep:
             importlib.import_module(module)
-        except ImportError as error:
-            raise CLIError(f"cannot import {module!r} for environment {env_id!r}: {error}") from None
+    except ImportError as error:
+        raise CLIError(f"cannot import {module!r} for environment {env_id!r}: {error}") from None
     if name not in gym.registry:
-        raise CLIError(
-            f"unknown environment {name!r}; memory environments: {', '.join(envs.registered_ids())} "
-            "(or any registered Gymnasium id)"
-        )
+        raise CLIError(f"unknown environment {name!r}; memory environments: {', '.join(envs.registered_ids())} "
+                       "(or any registered Gymnasium id)")  # fmt: skip
     return name
 
 
 def make_env(
-    env_id: str,
-    n_envs: int,
-    seed: int | None,
-    env_kwargs: dict[str, Any] | None = None,
-    normalize: bool | dict[str, Any] = False,
-    stats_path: str | Path | None = None,
-    training: bool = True,
-) -> VecEnv:
+    env_id: str, n_envs: int, seed: int | None, env_kwargs: dict[str, Any] | None = None,
+    normalize: bool | dict[str, Any] = False, stats_path: str | Path | None = None, training: bool = True,
+) -> VecEnv:  # fmt: skip
     """SB3's ``make_vec_env`` (Monitor-wrapped DummyVecEnv), in ``VecNormalize`` if ``normalize`` (from the saved
-    statistics at ``stats_path``, read without running pickled code: :func:`train.runs.load_vecnormalize`);
-    ``training=False`` freezes the statistics and returns raw rewards (evaluation)."""
+    statistics at ``stats_path``); ``training=False`` freezes the statistics and returns raw rewards (evaluation)."""
     try:
         venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs)
     except (TypeError, ValueError, gym.error.Error) as error:
@@ -353,45 +278,21 @@ def make_env(
     return venv
 
 
-def select_policy(choice: str, observation_space: spaces.Space, action_space: spaces.Space) -> tuple[str, type]:
-    """``--policy`` choice and the env's spaces -> (alias, policy class): ``Mlp`` for vectors, ``Cnn`` for images,
-    ``MultiInput`` for a flat Dict (``("MlpFastWeightsPolicy", ...)``)."""
-    flat = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
-    if not isinstance(action_space, flat):
-        raise CLIError(
-            f"action space {action_space} is not supported: the policies take {', '.join(f.__name__ for f in flat)}"
-        )
-    if isinstance(observation_space, spaces.Dict) and all(isinstance(s, flat) for s in observation_space.values()):
-        kind = "MultiInput"
-    elif isinstance(observation_space, flat) and not isinstance(observation_space, spaces.Dict):
-        kind = "Cnn" if is_image_space(observation_space) else "Mlp"
-    else:
-        raise CLIError(
-            f"observation space {observation_space} is not supported: the policies take a Box (vector or image), "
-            "Discrete, MultiDiscrete, MultiBinary, or a flat Dict of them"
-        )
-    memory = get_memory(choice)
-    return memory.alias(kind), memory.policy(kind)
-
-
 def load_algorithm(algo: str) -> type:
     """``"a2c"`` -> ``RecurrentA2C``; ``"ppo"`` -> ``RecurrentPPO``."""
     if algo not in ALGORITHMS:
         raise CLIError(f"unknown algorithm {algo!r}; choices: {', '.join(ALGORITHMS)}")
-    module, _, name = ALGORITHMS[algo].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return import_object(ALGORITHMS[algo])
 
 
 def algorithm_arguments(algo_class: type) -> set[str]:
     """The constructor arguments of ``algo_class`` that hyperparameters may set (a subclass that passes ``**kwargs``
     on takes its own arguments and its base class's)."""
     taken: set[str] = set()
-    for cls in algo_class.__mro__:
-        if "__init__" not in vars(cls):
-            continue
-        parameters = inspect.signature(cls.__init__).parameters
-        taken |= {n for n, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        if all(p.kind is not p.VAR_KEYWORD for p in parameters.values()):
+    for cls in (c for c in algo_class.__mro__ if "__init__" in vars(c)):
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        taken |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if all(p.kind is not p.VAR_KEYWORD for p in parameters):
             break
     return taken - {"self", "policy", "env", "policy_kwargs", "_init_setup_model", *SET_BY_THE_RUN}
 
@@ -409,10 +310,7 @@ def check_device(device: str) -> str:
 
 def import_object(name: str) -> Any:
     """``"nn.ReLU"``, ``"th.optim.RMSprop"``, ``"package.module.Name"`` or ``"package.module:Name"`` -> object."""
-    full = name
-    for short, long in (("nn.", "torch.nn."), ("th.", "torch.")):
-        if name.startswith(short):
-            full = long + name[len(short) :]
+    full = "torch." + name[3:] if name.startswith("th.") else "torch." + name if name.startswith("nn.") else name
     module_name, _, attribute = full.partition(":") if ":" in full else full.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attribute)
@@ -447,88 +345,78 @@ class RunSpec(BaseModel):
     algo: str = Field("a2c", validation_alias=AliasChoices("algo", "algorithm"), serialization_alias="algorithm")
     env_id: str | None = None
     policy: str = DEFAULT_POLICY
-    seed: Annotated[int, _checked(check_int, 0, MAX_SEED)] = 0
+    seed: Int(0, MAX_SEED) = 0
     hyperparams: dict[str, Any] | None = None
     hyperparams_sources: list[str] = Field(default_factory=list)
-    total_timesteps: Annotated[int, _checked(check_int, 1, MAX_TIMESTEPS, flag=True)] | None = None
+    total_timesteps: Int(1, MAX_TIMESTEPS) | None = None
     save_dir: Path | None = None
     tensorboard_log: str | None = "runs"
     device: str = "cpu"
-    threads: Annotated[int, _checked(check_int, 1, os.cpu_count() or 1, flag=True)] = 1
-    eval_freq: Annotated[int, _checked(check_int, 0, flag=True)] | None = None
-    eval_episodes: Annotated[int, _checked(check_int, 1, 10**6, flag=True)] = DEFAULT_EVAL_EPISODES
-    deterministic_eval: Flag = True
-    final_eval_episodes: Annotated[int, _checked(check_int, 0, 10**6, flag=True)] = 100
-    checkpoint_freq: Annotated[int, _checked(check_int, 0, flag=True)] | None = None
-    log_interval: Annotated[int, _checked(check_int, 1, flag=True)] | None = None
-    progress_bar: Flag = False
-    verbose: Annotated[int, _checked(check_int, 0, 2, flag=True)] = 1
+    threads: Int(1, os.cpu_count() or 1) = 1
+    eval_freq: Int(0) | None = None
+    eval_episodes: Int(1, 10**6) = DEFAULT_EVAL_EPISODES
+    deterministic_eval: StrictBool = True
+    final_eval_episodes: Int(0, 10**6) = 100
+    checkpoint_freq: Int(0) | None = None
+    log_interval: Int(1) | None = None
+    progress_bar: StrictBool = False
+    verbose: Int(0, 2) = 1
     command: str | None = None
     resume: Path | None = None
-    archive_newer: Flag = False
+    archive_newer: StrictBool = False
+    _archive: runs.Archive | None = PrivateAttr(default=None)
 
-    @field_validator("algo")
-    @classmethod
-    def _known_algorithm(cls, algo: str) -> str:
-        load_algorithm(algo)
-        return algo
-
-    @field_validator("policy")
-    @classmethod
-    def _known_policy(cls, policy: str) -> str:
-        if policy not in memory_names():
-            raise CLIError(f"unknown policy {policy!r}; choices: {', '.join(memory_names())}")
-        return policy
-
-    @field_validator("device")
-    @classmethod
-    def _available_device(cls, device: str) -> str:
-        return check_device(device)
+    def __init__(self, **fields: Any) -> None:
+        """Check every field (module docstring); a bad value is a one-line ``ValueError`` (:class:`CLIError`)."""
+        try:
+            super().__init__(**fields)
+        except ValidationError as error:
+            raise CLIError(one_line(error)) from None
 
     @model_validator(mode="after")
     def _check(self) -> RunSpec:
-        """The defaults that depend on other fields, the hyperparameters against the algorithm, the paths."""
+        """The defaults that depend on other fields; the hyperparameters against the algorithm; device and paths."""
+        algo_class = load_algorithm(self.algo)
+        if self.policy not in memory_names():
+            raise CLIError(f"unknown policy {self.policy!r}; choices: {', '.join(memory_names())}")
         self.env_id = self.env_id or DEFAULT_ENVS[self.algo]
-        gym_id = resolve_env_id(self.env_id)
         if self.hyperparams is None:
-            self.hyperparams, source = default_hyperparams(self.algo, gym_id)
+            self.hyperparams, source = default_hyperparams(self.algo, resolve_env_id(self.env_id))
             self.hyperparams_sources = [source]
-        if not isinstance(self.hyperparams, Mapping):
-            raise CLIError(f"hyperparams must be a mapping, got {self.hyperparams!r}")
+        else:
+            resolve_env_id(self.env_id)
         params = fold_memory_kwargs(canonical_source(self.hyperparams, "hyperparams"), self.policy)
-        accepted = algorithm_arguments(load_algorithm(self.algo))
         owned = sorted(set(params) & set(SET_BY_THE_RUN))
         if owned:
             raise CLIError(
                 f"{', '.join(owned)} cannot be set as a hyperparameter: use the run's own option (--{owned[0]})"
             )
+        accepted = algorithm_arguments(algo_class)
         unknown = sorted(set(params) - accepted - set(RUN_KEYS))
         if unknown:
-            raise CLIError(
-                f"unknown hyperparameter(s) {', '.join(unknown)} for {self.algo}; it takes "
-                f"{', '.join(sorted(accepted))} and {', '.join(RUN_KEYS)}"
-            )
+            raise CLIError(f"unknown hyperparameter(s) {', '.join(unknown)} for {self.algo}; it takes "
+                           f"{', '.join(sorted(accepted))} and {', '.join(RUN_KEYS)}")  # fmt: skip
         checked = Hyperparams.model_validate(params)
-        self.hyperparams = {**params, **checked.model_dump(exclude_unset=True), "n_envs": checked.n_envs}
+        self.hyperparams = {
+            **params,
+            **checked.model_dump(exclude_unset=True, exclude_none=True),
+            "n_envs": checked.n_envs,
+        }
         try:
             yaml.safe_dump(self.hyperparams)
         except yaml.YAMLError:
-            raise CLIError(
-                "hyperparameters must be plain values (numbers, strings, lists, mappings) so that the run's config.yml "
-                "can record them; give classes by name (activation_fn: nn.ReLU) and schedules as lin_<number>"
-            ) from None
+            raise CLIError("hyperparameters must be plain values (numbers, strings, lists, mappings) so that the run's "
+                           "config.yml can record them; give classes by name (activation_fn: nn.ReLU) and schedules "
+                           "as lin_<number>") from None  # fmt: skip
         if self.total_timesteps is None and checked.n_timesteps is None:
             raise CLIError("the number of timesteps must be a positive integer: set n_timesteps or --total-timesteps")
-        if self.save_dir is None:
-            self.save_dir = (
-                Path("runs")
-                / f"{self.algo}-{self.env_id.replace('/', '_').replace(':', '_')}-{self.policy}-s{self.seed}"
-            )
+        check_device(self.device)
+        name = f"{self.algo}-{self.env_id.replace('/', '_').replace(':', '_')}-{self.policy}-s{self.seed}"
+        self.save_dir = Path("runs") / name if self.save_dir is None else self.save_dir
         if self.resume is None:
             if self.archive_newer:
                 raise CLIError("--archive-newer only applies with --resume (of an older model or checkpoint of a run)")
-            check_output_path(self.save_dir, "--save-dir", "folder")
-            runs.check_new_run_dir(self.save_dir)
+            runs.check_new_run_dir(check_output_path(self.save_dir, "--save-dir", "folder"))
         if self.tensorboard_log is not None:
             check_output_path(self.tensorboard_log, "--tensorboard-log", "folder")
         return self
@@ -544,30 +432,34 @@ class RunSpec(BaseModel):
         """Env steps this run trains for."""
         return self.total_timesteps or self.hyperparams["n_timesteps"]
 
+    @property
+    def archive(self) -> runs.Archive | None:
+        """Files to set aside when training starts (an older state resumed with ``archive_newer``, or the leftovers of
+        a run that stopped before its first save); nothing is moved before then."""
+        return runs.never_saved_archive(self.save_dir) if self.resume is None else self._archive
+
     def make_env(self, n_envs: int, seed: int, training: bool = True, stats_path: Path | None = None) -> VecEnv:
         """``n_envs`` copies of the run's env from ``seed``, in ``VecNormalize`` if the run normalises (frozen, raw
         rewards, unless ``training``)."""
-        params = self.hyperparams
-        normalize = params.get("normalize") or False
-        return make_env(self.gym_id, n_envs, seed, params.get("env_kwargs"), normalize, stats_path, training)
+        params, gym_id = self.hyperparams, self.env_id.rpartition(":")[2]
+        return make_env(gym_id, n_envs, seed, params.get("env_kwargs"), params.get("normalize"), stats_path, training)
 
-    def algorithm_kwargs(self) -> dict[str, Any]:
-        """The hyperparameters that go to the algorithm's constructor, schedules made (``lin_7e-4``)."""
-        return {key: to_schedule(value) for key, value in self.hyperparams.items() if key not in RUN_KEYS}
-
-    def policy_kwargs(self) -> dict[str, Any]:
-        """``policy_kwargs`` in the names the ``--policy``'s classes take (ours; sb3-contrib's for its LSTM policies),
+    def model_kwargs(self) -> dict[str, Any]:
+        """The algorithm's keyword arguments: the hyperparameters it takes (schedules made: ``lin_7e-4``), and
+        ``policy_kwargs`` in the names the ``--policy``'s classes take (ours; sb3-contrib's for its LSTM policies),
         with ``activation_fn`` and ``*_class`` names imported."""
         try:
-            kwargs = policy_kwargs_for_class(get_memory(self.policy).policy("Mlp"), self.hyperparams["policy_kwargs"])
+            policy_kwargs = policy_kwargs_for_class(
+                get_memory(self.policy).policy("Mlp"), self.hyperparams["policy_kwargs"]
+            )
         except ValueError as error:
             raise CLIError(f"policy_kwargs: {error}") from None
-        return {
-            key: import_object(value)
-            if isinstance(value, str) and (key == "activation_fn" or key.endswith("_class"))
-            else value
-            for key, value in kwargs.items()
-        }
+        for key, value in policy_kwargs.items():
+            if isinstance(value, str) and (key == "activation_fn" or key.endswith("_class")):
+                policy_kwargs[key] = import_object(value)
+        algorithm = {key: to_schedule(value) for key, value in self.hyperparams.items() if key not in RUN_KEYS}
+        return {**algorithm, "policy_kwargs": policy_kwargs, "seed": self.seed, "device": self.device,
+                "verbose": self.verbose}  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- records
     def record(self) -> dict[str, Any]:
@@ -577,25 +469,15 @@ class RunSpec(BaseModel):
     @classmethod
     def from_record(cls, record: Mapping[str, Any], **update: Any) -> RunSpec:
         """A spec from :meth:`record`'s mapping (a run's ``config.yml`` or a grid cell's file), with ``update``."""
-        names = {name for field_name, f in cls.model_fields.items() for name in (field_name, f.serialization_alias)}
-        fields = {key: value for key, value in record.items() if key in names}
-        return cls.model_validate({**fields, **update})
+        names = {name for key, f in cls.model_fields.items() for name in (key, f.serialization_alias)}
+        return cls(**{**{key: value for key, value in record.items() if key in names}, **update})
 
     @classmethod
     def build(
-        cls,
-        algo: str,
-        env_id: str | None = None,
-        policy: str | None = None,
-        *,
-        config: str | Path | None = None,
-        hparams: dict[str, Any] | None = None,
-        n_envs: int | None = None,
-        total_timesteps: int | None = None,
-        hidden_size: int | None = None,
-        policy_kwargs: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> RunSpec:
+        cls, algo: str, env_id: str | None = None, policy: str | None = None, *, config: str | Path | None = None,
+        hparams: dict[str, Any] | None = None, n_envs: int | None = None, total_timesteps: int | None = None,
+        hidden_size: int | None = None, policy_kwargs: dict[str, Any] | None = None, **options: Any,
+    ) -> RunSpec:  # fmt: skip
         """A new run from the command lines' sources, in the order of precedence of the module docstring.
 
         :param options: the other fields (``seed``, ``save_dir``, ``device``, ...).
@@ -604,33 +486,24 @@ class RunSpec(BaseModel):
         env_id, policy = env_id or DEFAULT_ENVS[algo], policy or DEFAULT_POLICY
         params, source = default_hyperparams(algo, resolve_env_id(env_id))
         sources = [source]
-        if config is not None:
-            params = merge(params, canonical_source(config_file_params(config, env_id), f"--config {config}"))
-            sources.append(f"--config {config}")
-        if hparams:
-            params = merge(params, canonical_source(hparams, "--hparams"))
-            sources.append("--hparams")
-        if total_timesteps is not None:  # named as the user gave it, before it becomes n_timesteps
-            check_int("--total-timesteps", total_timesteps, 1, MAX_TIMESTEPS)
-        params.update(
-            {key: value for key, value in (("n_envs", n_envs), ("n_timesteps", total_timesteps)) if value is not None}
-        )
-        flag_kwargs = {} if hidden_size is None else {"hidden_size": hidden_size}
-        flag_kwargs.update(_canonical(policy_kwargs or {}, "--policy-kwargs"))
+        for name, given in ((f"--config {config}", config), ("--hparams", hparams)):
+            if given:
+                given = config_file_params(config, env_id) if given is config else given
+                params, sources = merge(params, canonical_source(given, name)), [*sources, name]
+        flags = {"n_envs": n_envs, "n_timesteps": _integral(total_timesteps)}
+        params.update({key: value for key, value in flags.items() if value is not None})
+        flags = {} if hidden_size is None else {"hidden_size": hidden_size}
+        flag_kwargs = canonical_source({"policy_kwargs": {**flags, **(policy_kwargs or {})}}, "--policy-kwargs")[
+            "policy_kwargs"
+        ]
         if flag_kwargs:  # as this policy's memory_kwargs: after every source's policy_kwargs and memory_kwargs
             memory_kwargs = params.get("memory_kwargs") if isinstance(params.get("memory_kwargs"), dict) else {}
             params["memory_kwargs"] = merge(memory_kwargs, {policy: flag_kwargs})
         return cls(algo=algo, env_id=env_id, policy=policy, hyperparams=params, hyperparams_sources=sources, **options)
 
     @classmethod
-    def resumed(
-        cls,
-        path: str | Path,
-        algo: str,
-        total_timesteps: int | None = None,
-        archive_newer: bool = False,
-        **options: Any,
-    ) -> RunSpec:
+    def resumed(cls, path: str | Path, algo: str, total_timesteps: int | None = None, archive_newer: bool = False,
+                **options: Any) -> RunSpec:  # fmt: skip
         """Continue the run of ``path`` with its own settings: a run folder from its newest intact state, a model file
         from that file (:func:`train.runs.resume_target`, which says which on stdout once every check has passed).
 
@@ -641,33 +514,24 @@ class RunSpec(BaseModel):
         target = runs.resume_target(path, archive_newer)
         record = runs.run_record(target.model_path)
         if record["algorithm"] != algo:
-            raise CLIError(
-                f"{target.model_path} was trained with {record['algorithm']!r}, not {algo!r}: resume it "
-                f"with python -m train.{record['algorithm']}"
-            )
+            raise CLIError(f"{target.model_path} was trained with {record['algorithm']!r}, not {algo!r}: resume it "
+                           f"with python -m train.{record['algorithm']}")  # fmt: skip
         for name, flag in (("eval_episodes", "--eval-episodes"), ("deterministic_eval", "--stochastic-eval")):
             if options.get(name) not in (None, record.get(name, cls.model_fields[name].default)):
                 raise CLIError(f"{flag} cannot be changed when resuming (evaluations.npz keeps one kind of array)")
             options.pop(name, None)
-        spec = cls.from_record(
-            record,
-            total_timesteps=total_timesteps,
-            save_dir=target.run_dir,
-            resume=target.model_path,
-            archive_newer=archive_newer,
-            **options,
-        )
+        spec = cls.from_record(record, total_timesteps=total_timesteps, save_dir=target.run_dir,
+                               resume=target.model_path, archive_newer=archive_newer, **options)  # fmt: skip
         spec._archive = target.archive
         if target.message:
             print(target.message)
         return spec
 
-    _archive: runs.Archive | None = PrivateAttr(default=None)
 
-    @property
-    def archive(self) -> runs.Archive | None:
-        """Files to set aside when training starts (an older state resumed with ``archive_newer``, or the leftovers
-        of a run that stopped before its first save); nothing is moved before then."""
-        if self.resume is None:
-            return runs.never_saved_archive(self.save_dir)
-        return self._archive
+def default_hyperparams(algo: str, env_id: str) -> tuple[dict[str, Any], str]:
+    """``train/hyperparams.yml``: the algorithm's ``default`` section updated by the env's entry, and its name."""
+    table = load_yaml(HYPERPARAMS_FILE, "hyperparameter file").get(algo, {})
+    source, params = f"{HYPERPARAMS_FILE.name}:{algo}.default", table.get("default", {})
+    if env_id in table:
+        source, params = f"{HYPERPARAMS_FILE.name}:{algo}.{env_id}", merge(params, table[env_id])
+    return canonical_source(params, source), source

@@ -200,7 +200,9 @@ def test_policy_kwargs_translate_through_one_table(tmp_path: Path) -> None:
 
     def policy_kwargs(policy: str) -> dict:
         hyperparams = {"n_timesteps": 10, "policy_kwargs": kwargs}
-        return spec.RunSpec(env_id=CATCH, policy=policy, hyperparams=hyperparams, save_dir=tmp_path).policy_kwargs()
+        return spec.RunSpec(env_id=CATCH, policy=policy, hyperparams=hyperparams, save_dir=tmp_path).model_kwargs()[
+            "policy_kwargs"
+        ]
 
     assert policy_kwargs("lstm") == {"lstm_hidden_size": 8, "n_lstm_layers": 2, "lstm_kwargs": {"dropout": 0.1}}
     assert policy_kwargs("gru") == {"hidden_size": 8, "num_layers": 2, "dropout": 0.1}

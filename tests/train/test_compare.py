@@ -44,7 +44,7 @@ def test_grid_runs_each_policy_and_seed_then_keeps_finished_runs(
     rows = json.loads(result.read_text())["runs"]
     # Threshold 0: reached at the first evaluation, after the run started.
     assert {r["steps_to_threshold"] for r in rows} == {60}
-    assert all(r["seconds_to_threshold"] >= 0 and r["final_success"] is not None for r in rows)
+    assert all(r["seconds_to_threshold"] >= 0 and r["final_value"] is not None for r in rows)
 
 
 def test_a_folder_that_is_not_a_run_is_refused_not_overwritten(
