@@ -17,7 +17,9 @@ import shlex
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -103,6 +105,32 @@ def run_cli(
         return 2
     except KeyboardInterrupt as interrupt:  # 128 + the signal's number, as a shell reports it
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the signal arrives (:func:`terminate`), so that a command stops and saves as for Ctrl-C;
+    it exits with 128 + ``signum`` (143), as a shell reports a process ended by the signal."""
+
+    signum = signal.SIGTERM
+
+
+def terminate(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: raise :class:`Terminated`."""
+    raise Terminated()
+
+
+@contextmanager
+def signals(handler: Any, *signums: signal.Signals) -> Iterator[None]:
+    """``handler`` for ``signums`` within the block (only the main thread can take signals: elsewhere, nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 # ----------------------------------------------------------------------------------------------- values

@@ -13,11 +13,8 @@ import importlib.metadata
 import platform
 import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +35,7 @@ from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback
 from fw_agents.nonfinite import CheckFiniteVecEnv, FiniteParametersCallback, NonFiniteError
 from fw_agents.registry import get_memory
 from train import runs
-from train.cli import CLIError
+from train.cli import CLIError, Terminated, signals, terminate
 from train.spec import RunSpec, load_algorithm
 
 
@@ -105,31 +102,6 @@ def versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- stopping
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the signal arrives, so that the run stops and saves as for Ctrl-C; the command line
-    exits with 128 + ``signum`` (143), as a shell reports a process ended by the signal."""
-
-    signum = signal.SIGTERM
-
-
-@contextmanager
-def _signals(handler: Any, *signums: signal.Signals) -> Iterator[None]:
-    """``handler`` for ``signums`` within the block (only the main thread can take signals: elsewhere, nothing)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, handler) for signum in signums}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
 def stop_error(error: ValueError, model: BaseAlgorithm, save_dir: Path, algo: str) -> Exception:
     """The one-line :class:`CLIError` for a run stopped by a non-finite value (``error`` itself otherwise, a bug)."""
     message = " ".join(str(error).split()).rstrip(".")
@@ -317,7 +289,7 @@ class Experiment:
             warnings.filterwarnings("ignore", category=TqdmExperimentalWarning)  # SB3's bar is tqdm.rich's
         start = time.perf_counter()
         try:
-            with _signals(_terminate, signal.SIGTERM):  # a scheduler's SIGTERM saves like Ctrl-C
+            with signals(terminate, signal.SIGTERM):  # a scheduler's SIGTERM saves like Ctrl-C
                 model.learn(
                     spec.n_timesteps,
                     callback=self.callbacks,
@@ -336,7 +308,7 @@ class Experiment:
         """Save what there is after Ctrl-C or SIGTERM, so that the run can be resumed (unless it is not finite)."""
         spec, model = self.spec, self.model
         what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
-        with _signals(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM):  # a second signal would stop the save
+        with signals(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM):  # a second signal would stop the save
             try:
                 model_path = save_model(model, spec.save_dir)
             except NonFiniteError as problem:

@@ -47,7 +47,9 @@ from train.cli import (
     load_yaml,
     positive_float,
     positive_int,
+    signals,
     spec_from_args,
+    terminate,
 )
 from train.spec import RunSpec
 
@@ -68,34 +70,21 @@ CELL, SPEC, HOST, PID, EXIT_STATUS = "cell", "spec", "host", "pid", "exit_status
 # ----------------------------------------------------------------------------------------------- storages
 def add_storage_arguments(parser, default_study: str) -> None:  # noqa: ANN001  (a parser or an argument group)
     """``--storage`` and ``--study-name``, rl-zoo3's names."""
-    parser.add_argument(
-        "--storage",
-        metavar="URL",
-        help="Optuna storage shared by every worker: a database URL "
-        "(sqlite:///study.db, postgresql://user:pw@host/db, mysql+pymysql://...) or a journal file "
-        f"(*.log) on a shared disk (default: OUT_DIR/{DEFAULT_STORAGE_NAME})",
-    )
+    parser.add_argument("--storage", metavar="URL", help="Optuna storage shared by every worker: a database URL "
+                        "(sqlite:///study.db, postgresql://user:pw@host/db, mysql+pymysql://...) or a journal file "
+                        f"(*.log) on a shared disk (default: OUT_DIR/{DEFAULT_STORAGE_NAME})")
     parser.add_argument("--study-name", metavar="NAME", help=f"the study in that storage (default: {default_study})")
 
 
 def add_grid_arguments(parser, default_study: str) -> None:  # noqa: ANN001
     """The storage arguments, ``--jobs`` and the heartbeat's timing (``RDBStorage``'s names; database storages)."""
     add_storage_arguments(parser, default_study)
-    parser.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
-    parser.add_argument(
-        "--heartbeat-interval",
-        type=positive_float,
-        default=HEARTBEAT_INTERVAL,
-        metavar="S",
-        help=f"database storages: seconds between heartbeats (default: {HEARTBEAT_INTERVAL:g})",
-    )
-    parser.add_argument(
-        "--grace-period",
-        type=positive_float,
-        default=GRACE_PERIOD,
-        metavar="S",
-        help=f"database storages: seconds without a heartbeat before a cell is retried (default: {GRACE_PERIOD:g})",
-    )
+    add = parser.add_argument
+    add("--jobs", type=positive_int, default=1, metavar="N", help="runs at a time (default: 1)")
+    add("--heartbeat-interval", type=positive_float, default=HEARTBEAT_INTERVAL, metavar="S",
+        help=f"database storages: seconds between heartbeats (default: {HEARTBEAT_INTERVAL:g})")
+    add("--grace-period", type=positive_float, default=GRACE_PERIOD, metavar="S",
+        help=f"database storages: seconds without a heartbeat before a cell is retried (default: {GRACE_PERIOD:g})")
 
 
 def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> BaseStorage:
@@ -112,11 +101,9 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
         except OSError as error:
             raise CLIError(f"--storage: cannot open journal file {path}: {error.strerror or error}") from None
     if "://" not in url:
-        raise CLIError(
-            f"--storage takes a database URL (sqlite:///study.db, postgresql://user:pw@host/db, "
-            f"mysql+pymysql://user:pw@host/db) or a journal file ending in {' or '.join(JOURNAL_SUFFIXES)}; "
-            f"got {url!r}"
-        )
+        raise CLIError(f"--storage takes a database URL (sqlite:///study.db, postgresql://user:pw@host/db, "
+                       f"mysql+pymysql://user:pw@host/db) or a journal file ending in "
+                       f"{' or '.join(JOURNAL_SUFFIXES)}; got {url!r}")
     import sqlalchemy.exc
 
     try:
@@ -124,10 +111,8 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, **rdb_kwargs)
     except ImportError as error:  # the database's driver
-        raise CLIError(
-            f"--storage {url}: its database driver is not installed ({error}); PostgreSQL needs psycopg2 "
-            "(pip install psycopg2-binary), MySQL PyMySQL (URL mysql+pymysql://...)"
-        ) from None
+        raise CLIError(f"--storage {url}: its database driver is not installed ({error}); PostgreSQL needs "
+                       "psycopg2 (pip install psycopg2-binary), MySQL PyMySQL (URL mysql+pymysql://...)") from None
     except (ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CLIError(f"--storage: cannot open {url}: {message}") from None
@@ -142,7 +127,7 @@ def load_study(storage: BaseStorage, name: str, direction: str = "maximize", **k
         raise CLIError(f"--study-name {name}: {error}") from None
 
 
-def _retry_callback() -> RetryHeartbeatStaleTrialCallback:
+def _retry() -> RetryHeartbeatStaleTrialCallback:
     """Optuna's: a stale trial's cell is enqueued again (made quietly: Optuna marks it experimental)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -162,23 +147,8 @@ def start_process(command: Sequence[str], log: Path) -> subprocess.Popen:
     worker only, which forwards it (and SIGTERM) to its training processes and waits for them to save."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        return subprocess.Popen(
-            list(command),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, another user's
-    return True
+        return subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
 
 # ----------------------------------------------------------------------------------------------- cells
@@ -218,9 +188,8 @@ class Cell:
     def key(self) -> str:
         """The settings, without the paths, which may differ between machines: two grids with one name must agree."""
         record = self.spec.record()
-        return json.dumps(
-            {k: v for k, v in record.items() if k not in ("save_dir", "tensorboard_log", "command")}, sort_keys=True
-        )
+        return json.dumps({k: v for k, v in record.items() if k not in ("save_dir", "tensorboard_log", "command")},
+                          sort_keys=True)
 
 
 def finished(save_dir: Path) -> bool:
@@ -259,19 +228,14 @@ class GridWorker:
 
     def __init__(self, cells: Sequence[Cell], out_dir: Path, args: argparse.Namespace, default_study: str) -> None:
         if args.grace_period <= args.heartbeat_interval:
-            raise CLIError(
-                f"--grace-period ({args.grace_period:g} s) must be longer than --heartbeat-interval "
-                f"({args.heartbeat_interval:g} s)"
-            )
+            raise CLIError(f"--grace-period ({args.grace_period:g} s) must be longer than --heartbeat-interval "
+                           f"({args.heartbeat_interval:g} s)")
         self.cells = {cell.name: cell for cell in cells}
         self.out_dir, self.jobs, self.heartbeat_interval = out_dir, args.jobs, args.heartbeat_interval
-        self.storage = open_storage(
-            args.storage,
-            out_dir / DEFAULT_STORAGE_NAME,
-            heartbeat_interval=int(max(1, args.heartbeat_interval)),
-            grace_period=int(max(2, args.grace_period)),
-            heartbeat_stale_trial_callback=_retry_callback(),
-        )
+        retry = _retry()
+        self.storage = open_storage(args.storage, out_dir / DEFAULT_STORAGE_NAME, heartbeat_stale_trial_callback=retry,
+                                    heartbeat_interval=int(max(1, self.heartbeat_interval)),
+                                    grace_period=int(max(2, args.grace_period)))
         self.study = load_study(self.storage, args.study_name or default_study)
         self.host, self.active, self.counts = socket.gethostname(), [], {"started": 0, "failed": 0, "kept": 0}
         for cell in cells:  # before any work: a folder that is not a run of ours is never written into
@@ -281,21 +245,14 @@ class GridWorker:
         for trial in self.study.get_trials(deepcopy=False):
             cell = self.cells.get(trial.user_attrs.get(CELL))
             if cell is not None and trial.user_attrs.get(SPEC) != cell.key:
-                raise CLIError(
-                    f"study {self.study.study_name!r} already has cell {cell.name} with other settings; "
-                    "use another --study-name or --out-dir"
-                )
+                raise CLIError(f"study {self.study.study_name!r} already has cell {cell.name} with other settings; "
+                               "use another --study-name or --out-dir")
 
     def _trials(self, *states: TrialState) -> list[FrozenTrial]:
-        return [
-            t
-            for t in self.study.get_trials(deepcopy=False, states=states or None)
-            if t.user_attrs.get(CELL) in self.cells
-        ]
+        trials = self.study.get_trials(deepcopy=False, states=states or None)
+        return [t for t in trials if t.user_attrs.get(CELL) in self.cells]
 
-    def _tell(
-        self, trial_id: int, state: TrialState, value: float | None = None, exit_status: int | None = None
-    ) -> None:
+    def _tell(self, trial_id: int, state: TrialState, value: float | None = None, exit_status: int | None = None):
         try:
             if exit_status is not None:
                 self.storage.set_trial_user_attr(trial_id, EXIT_STATUS, exit_status)
@@ -311,15 +268,10 @@ class GridWorker:
         for name, cell in self.cells.items():
             if finished(cell.save_dir) or name in complete:
                 if name not in complete:
-                    self.study.add_trial(
-                        optuna.trial.create_trial(
-                            state=TrialState.COMPLETE,
-                            value=run_value(cell.save_dir),
-                            params={CELL: name},
-                            distributions={CELL: optuna.distributions.CategoricalDistribution([name])},
-                            user_attrs={CELL: name, SPEC: cell.key, "kept": True},
-                        )
-                    )
+                    self.study.add_trial(optuna.trial.create_trial(
+                        state=TrialState.COMPLETE, value=run_value(cell.save_dir), params={CELL: name},
+                        distributions={CELL: optuna.distributions.CategoricalDistribution([name])},
+                        user_attrs={CELL: name, SPEC: cell.key, "kept": True}))  # fmt: skip
                 print(f"{cell.save_dir}: already finished, kept")
                 self.counts["kept"] += 1
             elif name not in pending:  # (a cell that failed before is queued again: skip_if_exists would skip it)
@@ -338,7 +290,7 @@ class GridWorker:
         mine = {entry.trial_id for entry in self.active}
         for trial in self._trials(TrialState.RUNNING):
             attrs = trial.user_attrs
-            if trial._trial_id in mine or attrs.get(HOST) != self.host or _process_alive(int(attrs.get(PID, 0))):
+            if trial._trial_id in mine or attrs.get(HOST) != self.host or runs.process_alive(int(attrs.get(PID, 0))):
                 continue
             self._tell(trial._trial_id, TrialState.FAIL)
             self.study.enqueue_trial({CELL: attrs[CELL]}, user_attrs={CELL: attrs[CELL], SPEC: attrs[SPEC]})
@@ -388,10 +340,8 @@ class GridWorker:
         for entry in list(self.active):
             returncode = entry.process.poll()
             if returncode is None:
-                if (
-                    isinstance(self.storage, RDBStorage)
-                    and time.monotonic() - entry.last_beat >= self.heartbeat_interval
-                ):
+                beat_due = time.monotonic() - entry.last_beat >= self.heartbeat_interval
+                if isinstance(self.storage, RDBStorage) and beat_due:
                     self.storage.record_heartbeat(entry.trial_id)
                     entry.last_beat = time.monotonic()
                 continue
@@ -410,16 +360,16 @@ class GridWorker:
         """Work until the queue holds nothing for this grid's cells; 0 if every cell finished, 1 if some failed,
         130 / 143 on Ctrl-C / SIGTERM (after the runs going have saved: a rerun resumes them)."""
         self.enqueue()
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
         try:
-            while True:
-                self.reap()
-                self.retry_dead()
-                while len(self.active) < self.jobs and (trial := self.take()) is not None:
-                    self.start(trial)
-                if not self.active and not self._trials(TrialState.WAITING, TrialState.RUNNING):
-                    break
-                time.sleep(POLL_INTERVAL)
+            with signals(terminate, signal.SIGTERM):
+                while True:
+                    self.reap()
+                    self.retry_dead()
+                    while len(self.active) < self.jobs and (trial := self.take()) is not None:
+                        self.start(trial)
+                    if not self.active and not self._trials(TrialState.WAITING, TrialState.RUNNING):
+                        break
+                    time.sleep(POLL_INTERVAL)
         except KeyboardInterrupt as interrupt:
             signum = getattr(interrupt, "signum", signal.SIGINT)
             for entry in self.active:  # each saves its model, as for its own Ctrl-C
@@ -427,32 +377,12 @@ class GridWorker:
             for entry in self.active:
                 entry.process.wait()
                 self._tell(entry.trial_id, TrialState.FAIL, exit_status=entry.process.returncode)
-            print(
-                f"interrupted; {len(self.active)} run(s) saved; run this command again to resume them and the rest",
-                file=sys.stderr,
-            )
+            saved = f"interrupted; {len(self.active)} run(s) saved"
+            print(f"{saved}; run this command again to resume them and the rest", file=sys.stderr)
             return 128 + signum
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        failed = {t.user_attrs[CELL] for t in self._trials(TrialState.FAIL)} - {
-            t.user_attrs[CELL] for t in self._trials(TrialState.COMPLETE)
-        }
+        complete = {t.user_attrs[CELL] for t in self._trials(TrialState.COMPLETE)}
+        failed = {t.user_attrs[CELL] for t in self._trials(TrialState.FAIL)} - complete
         started, lost, kept = self.counts["started"], self.counts["failed"], self.counts["kept"]
         line = f"{started - lost} of {started} runs finished; {kept} kept from before"
         print(line + (f"; failed: {', '.join(sorted(failed))}" if failed else ""))
         return 1 if failed else 0
-
-
-class _Interrupt(KeyboardInterrupt):
-    signum = signal.SIGTERM
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise _Interrupt()
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

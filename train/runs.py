@@ -296,7 +296,7 @@ def prepare_run_dir(save_dir: Path, archive: Archive | None) -> None:
     for folder in (save_dir, save_dir / CHECKPOINTS):
         for path in folder.glob(".*.tmp-*") if folder.is_dir() else ():
             match = _TEMPORARY.fullmatch(path.name)
-            if match and path.is_file() and not _process_alive(int(match[1])):
+            if match and path.is_file() and not process_alive(int(match[1])):
                 path.unlink()
 
 
@@ -319,7 +319,8 @@ def never_saved_archive(save_dir: Path) -> Archive | None:
     return None
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (someone else's counts)."""
     if pid == os.getpid():
         return True
     try:
@@ -574,12 +575,13 @@ def run_scalars(run: Path, config: dict[str, Any], tag: str) -> Scalars | None:
     directory = tensorboard_dir(run, config)
     scalars = load_scalars(directory, tag) if directory else None
     if (scalars is None or not len(scalars.steps)) and tag in ("eval/mean_reward", "eval/success_rate"):
-        scalars = _evaluation_scalars(run / EVALUATIONS_NAME, tag)
+        scalars = evaluation_scalars(run / EVALUATIONS_NAME, tag)
     return scalars if scalars is not None and len(scalars.steps) else None
 
 
-def _evaluation_scalars(path: Path, tag: str) -> Scalars | None:
-    """An ``EvalCallback``'s ``evaluations.npz`` as the scalars it logs (no wall times: the file's time for each)."""
+def evaluation_scalars(path: Path, tag: str) -> Scalars | None:
+    """An ``EvalCallback``'s ``evaluations.npz`` as the scalars it logs (each with the file's time as wall time); None
+    while it holds none (or is being replaced)."""
     try:
         with np.load(path) as data:
             key = "results" if tag == "eval/mean_reward" else "successes"

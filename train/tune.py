@@ -32,37 +32,27 @@ import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import yaml
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from fw_agents.registry import memory_names
-from train import grid
+from train import grid, runs
 from train.cli import ArgumentParser, CLIError, positive_int, run_cli, seed_int
 from train.spec import ALGORITHMS, RunSpec, merge, resolve_env_id
 
 #: Training options the tuner sets for each trial -> the tuner's option for them.
 TUNE_OPTIONS = {
-    "env": "--env",
-    "policy": "--policy",
-    "seed": "--seed",
-    "save_dir": "--out-dir",
-    "tensorboard_log": "--out-dir",
-    "total_timesteps": "--n-timesteps",
-    "eval_freq": "--n-evaluations",
-    "eval_episodes": "--eval-episodes",
-    "hparams": "searched space (fixed hyperparameters: --config FILE after --)",
-    "policy_kwargs": "searched space (fixed policy options: --config FILE after --)",
-    "hidden_size": "searched space",
-    "resume": "--out-dir",
+    "env": "--env", "policy": "--policy", "seed": "--seed", "save_dir": "--out-dir", "tensorboard_log": "--out-dir",
+    "total_timesteps": "--n-timesteps", "eval_freq": "--n-evaluations", "eval_episodes": "--eval-episodes",
+    "hparams": "searched space (fixed hyperparameters: --config FILE after --)", "hidden_size": "searched space",
+    "policy_kwargs": "searched space (fixed policy options: --config FILE after --)", "resume": "--out-dir",
     "spec": "--config",
-}
+}  # fmt: skip
 #: Seconds between polls of a trial's evaluations.
 POLL_INTERVAL = 0.5
 BEST_NAME = "best_hyperparams.yml"
@@ -191,7 +181,8 @@ class Objective:
         try:
             last = self.follow(trial, process, save_dir / "evaluations.npz")
         except KeyboardInterrupt:
-            process.wait()  # Ctrl-C reached it too: it saves its model
+            process.send_signal(signal.SIGINT)  # its own session: the worker forwards Ctrl-C, and the run saves
+            process.wait()
             raise
         if process.returncode in (130, -signal.SIGINT):
             raise Interrupted(f"trial {trial.number} interrupted")
@@ -208,9 +199,9 @@ class Objective:
         reported, last = 0, None
         while True:
             running = process.poll() is None
-            evaluations = read_evaluations(evaluations_path)
+            evaluations = runs.evaluation_scalars(evaluations_path, "eval/mean_reward")
             if evaluations is not None:
-                for step, mean in zip(*(a[reported:] for a in evaluations), strict=True):
+                for step, mean in zip(evaluations.steps[reported:], evaluations.values[reported:], strict=True):
                     reported, last = reported + 1, float(mean)
                     trial.report(last, reported)
                     if running and trial.should_prune():
@@ -221,15 +212,6 @@ class Objective:
             if not running:
                 return last
             time.sleep(POLL_INTERVAL)
-
-
-def read_evaluations(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The steps and mean returns of the periodic evaluations so far; None while there are none."""
-    try:
-        with np.load(path) as data:
-            return data["timesteps"].astype(int), data["results"].mean(axis=1)
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
-        return None
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -267,56 +249,27 @@ def write_results(tuned: optuna.Study, out_dir: Path, args: argparse.Namespace) 
 # ----------------------------------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m train.tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", choices=sorted(ALGORITHMS), default="a2c", help="trainer (default: a2c)")
-    parser.add_argument("--env", required=True, metavar="ID", help="env id, as for train.a2c")
-    parser.add_argument("--policy", choices=memory_names(), default="fast-weights")
-    parser.add_argument(
-        "--n-trials",
-        type=positive_int,
-        default=20,
-        metavar="N",
-        help="finished trials the study should hold, over every worker (default: 20)",
-    )
-    parser.add_argument("--n-timesteps", "-n", type=positive_int, required=True, metavar="N", help="steps per trial")
-    parser.add_argument(
-        "--n-evaluations",
-        type=positive_int,
-        default=10,
-        metavar="N",
-        help="evaluations per trial, each reported to the pruner (default: 10)",
-    )
-    parser.add_argument(
-        "--eval-episodes", type=positive_int, default=10, metavar="N", help="episodes per evaluation (default: 10)"
-    )
-    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="(default: tpe)")
-    parser.add_argument("--pruner", choices=PRUNERS, default="median", help="(default: median)")
-    parser.add_argument(
-        "--n-startup-trials",
-        type=int,
-        default=5,
-        metavar="N",
-        help="random trials before TPE, unpruned trials before the median pruner (default: 5)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=seed_int,
-        default=0,
-        metavar="N",
-        help="training seed of every trial, and the sampler's (default: 0)",
-    )
-    parser.add_argument("--out-dir", required=True, metavar="DIR", help="trial run folders, logs and results")
-    parser.add_argument(
-        "--n-jobs",
-        "--jobs",
-        dest="jobs",
-        type=positive_int,
-        default=1,
-        metavar="N",
-        help="trials at a time in this worker (default: 1)",
-    )
+    add = parser.add_argument
+    add("--algo", choices=sorted(ALGORITHMS), default="a2c", help="trainer (default: a2c)")
+    add("--env", required=True, metavar="ID", help="env id, as for train.a2c")
+    add("--policy", choices=memory_names(), default="fast-weights")
+    add("--n-trials", type=positive_int, default=20, metavar="N",
+        help="finished trials the study should hold, over every worker (default: 20)")
+    add("--n-timesteps", "-n", type=positive_int, required=True, metavar="N", help="steps per trial")
+    add("--n-evaluations", type=positive_int, default=10, metavar="N",
+        help="evaluations per trial, each reported to the pruner (default: 10)")
+    add("--eval-episodes", type=positive_int, default=10, metavar="N", help="episodes per evaluation (default: 10)")
+    add("--sampler", choices=SAMPLERS, default="tpe", help="(default: tpe)")
+    add("--pruner", choices=PRUNERS, default="median", help="(default: median)")
+    add("--n-startup-trials", type=int, default=5, metavar="N",
+        help="random trials before TPE, unpruned trials before the median pruner (default: 5)")
+    add("--seed", type=seed_int, default=0, metavar="N", help="every trial's training seed, the sampler's (default: 0)")
+    add("--out-dir", required=True, metavar="DIR", help="trial run folders, logs and results")
+    add("--n-jobs", "--jobs", dest="jobs", type=positive_int, default=1, metavar="N",
+        help="trials at a time in this worker (default: 1)")
     grid.add_storage_arguments(parser, default_study="tune-<algo>-<env>-<policy>")
-    parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then options for every trial's run")
-    return parser
+    add("train_args", nargs=argparse.REMAINDER, help="-- then options for every trial's run")
+    return parser  # fmt: skip
 
 
 def base_spec(args: argparse.Namespace, out_dir: Path) -> RunSpec:
