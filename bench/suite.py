@@ -357,19 +357,20 @@ def summary(results: Sequence[CellResult]) -> list[dict[str, Any]]:
 
 
 def aggregate_groups(results: Sequence[CellResult]) -> dict[str, list[CellResult]]:
-    """The runs behind each aggregate: ``all`` of them, and where the suite mixes them, each task family's
-    (``memory``, ``popgym``) and each family's per algorithm (``popgym/a2c``, ``popgym/ppo``)."""
-    family = {task.name: task.family for task in TASKS}
-    algo = {task.name: task.algo for task in TASKS}
+    """The runs behind each aggregate: ``all`` of them, and where the suite mixes them, each task family's (``memory``,
+    ``popgym``) and, for a family whose envs run under several algorithms, each algorithm's (``popgym/a2c``)."""
+    by_name = {task.name: task for task in TASKS}
     groups = {"all": list(results)}
-    families = sorted({family[r.task] for r in results})
-    for name in families:
-        members = [r for r in results if family[r.task] == name]
+    families = sorted({by_name[r.task].family for r in results})
+    for family in families:
+        members = [r for r in results if by_name[r.task].family == family]
         if len(families) > 1:
-            groups[name] = members
-        algos = sorted({algo[r.task] for r in members})
-        if len(algos) > 1:
-            groups.update({f"{name}/{a}": [r for r in members if algo[r.task] == a] for a in algos})
+            groups[family] = members
+        envs = {}
+        for r in members:
+            envs.setdefault(by_name[r.task].algo, set()).add(by_name[r.task].env_id)
+        if len(envs) > 1 and all(e == next(iter(envs.values())) for e in envs.values()):
+            groups.update({f"{family}/{a}": [r for r in members if by_name[r.task].algo == a] for a in sorted(envs)})
     return groups
 
 
@@ -466,9 +467,8 @@ def write_report(out_dir: Path) -> None:
     results, curves, unscored = collect(out_dir)
     if not results:
         raise CLIError(f"no finished suite runs under {out_dir}")
-    rows = summary(results)
-    groups = {name: aggregate(members) for name, members in aggregate_groups(results).items()}
-    totals = groups["all"]
+    table, groups = render(results)
+    totals, rows = groups["all"], summary(results)
     manifest_path = out_dir / "suite-manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     payload = {
@@ -480,7 +480,6 @@ def write_report(out_dir: Path) -> None:
         "runs": [asdict(r) for r in results],
     }
     (out_dir / "suite.json").write_text(json.dumps(payload, indent=2) + "\n")
-    table = markdown(rows, totals, groups)
     if unscored:
         table += f"\nNot scored (no {MEMORYLESS} runs to set their zero): {', '.join(unscored)}.\n"
     (out_dir / "suite.md").write_text(table)
@@ -490,11 +489,29 @@ def write_report(out_dir: Path) -> None:
     print(f"wrote {out_dir / 'suite.json'}, suite.md, curves.png and aggregate.png")
 
 
+def render(results: Sequence[CellResult]) -> tuple[str, dict[str, Any]]:
+    """The report's table (markdown) and its aggregates, per group (:func:`aggregate_groups`)."""
+    groups = {name: aggregate(members) for name, members in aggregate_groups(results).items()}
+    return markdown(summary(results), groups["all"], groups), groups
+
+
 def run_report(args: argparse.Namespace) -> int:
-    out_dir = Path(args.out_dir)
-    if not out_dir.is_dir():
-        raise CLIError(f"{out_dir} is not a folder")
-    write_report(out_dir)
+    """A suite's folder: score its runs and write the report there. Suite JSON files (as the report writes them, the
+    committed ones in docs/results/suite included): their runs, together, rendered again (curves need the runs)."""
+    if len(args.sources) == 1 and Path(args.sources[0]).is_dir():
+        write_report(Path(args.sources[0]))
+        return 0
+    results = []
+    for source in map(Path, args.sources):
+        try:
+            runs_in = json.loads(source.read_text())["runs"]
+            results += [CellResult(**{key: run[key] for key in CellResult.__dataclass_fields__}) for run in runs_in]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CLIError(f"{source} is neither a suite's folder nor its suite.json ({error})") from None
+    unknown = sorted({r.task for r in results} - set(TASKS_BY_NAME))
+    if unknown:
+        raise CLIError(f"{', '.join(unknown)}: not tasks of suite version {SUITE_VERSION}")
+    print(render(results)[0])
     return 0
 
 
@@ -512,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grids.add_grid_arguments(run, default_study="suite-v<version>-<profile>-<name of OUT_DIR>")
     run.set_defaults(func=run_suite)
-    report = subparsers.add_parser("report", help="score the finished runs: suite.json, suite.md and plots")
-    report.add_argument("out_dir", metavar="DIR")
+    report = subparsers.add_parser("report", help="score the finished runs (suite.json, suite.md, plots), or render "
+                                   "suite JSON files again")  # fmt: skip
+    report.add_argument("sources", nargs="+", metavar="DIR|SUITE.json", help="a suite's folder, or suite JSON files")
     report.set_defaults(func=run_report)
     return parser
 

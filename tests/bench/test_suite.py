@@ -119,6 +119,11 @@ def test_quick_suite_runs_resumes_and_reports(
     assert suite.main(argv) == 0  # everything finished: nothing is trained again
     assert capsys.readouterr().out.count("already finished, kept") == 6
 
+    # The written suite.json renders again (the committed ones in docs/results/suite are read so).
+    capsys.readouterr()
+    assert suite.main(["report", str(tmp_path / "suite.json")]) == 0
+    assert "| catch | fast-weights |" in capsys.readouterr().out
+
     # Without its memoryless runs, a task scored against them is named as not scored; the others still are.
     shutil.rmtree(tmp_path / "bandit" / "mlp-s0")
     assert suite.main(["report", str(tmp_path)]) == 0
@@ -155,3 +160,9 @@ def test_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys: pytest.Captu
     assert suite.main(["run", "--out-dir", str(tmp_path), "--seeds", "1", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("python -m bench.suite: error:") for line in err)
+
+
+@pytest.mark.parametrize("committed", sorted((Path(__file__).parents[2] / "docs" / "results" / "suite").glob("*.json")))
+def test_the_committed_suite_json_renders_again(committed: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert suite.main(["report", str(committed)]) == 0
+    assert "IQM over tasks and seeds" in capsys.readouterr().out
