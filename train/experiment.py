@@ -144,6 +144,7 @@ class Experiment:
         self.config: dict[str, Any] = {}
         self.resumed_at: int | None = None  # steps of the model a resumed run starts from
         self.callbacks: list[BaseCallback] = []
+        self.lock: Any = None  # the run folder's lock (runs.lock_run_dir), held until close()
 
     def run(self) -> dict[str, Any]:
         """Set up, learn, save, evaluate and summarise; returns the run's config."""
@@ -158,6 +159,8 @@ class Experiment:
         for env in (self.venv, self.eval_env):
             if env is not None:
                 env.close()
+        if self.lock is not None:
+            self.lock.close()  # the folder's lock goes with it
 
     # ------------------------------------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -169,6 +172,17 @@ class Experiment:
         self.eval_env = CheckFiniteVecEnv(
             spec.make_env(n_eval_envs, env_seed + 10_000, False), "evaluation env", start_timestep=None
         )
+        # One writer per run folder: taken once nothing can refuse the spec any more, and checked again under the lock
+        # (another run may have written into the folder since this one's checks).
+        self.lock = runs.lock_run_dir(spec.save_dir)
+        if spec.resume is None:
+            runs.check_new_run_dir(spec.save_dir)
+        elif runs.model_steps(spec.resume) != self.resumed_at or (
+            not spec.archive_newer and runs.newest_steps(spec.save_dir) != self.resumed_at
+        ):
+            raise CLIError(f"{spec.save_dir} changed while this command started (another run wrote in it); retry")
+        if spec.resume_message:
+            print(spec.resume_message)
         runs.prepare_run_dir(spec.save_dir, spec.archive)
         # Made here rather than in learn(), so that config.yml names its TensorBoard folder from the start; the folder
         # SB3 would choose (<run folder name>_<n>, the last one when resuming).

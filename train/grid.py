@@ -240,7 +240,8 @@ class GridWorker:
         self.host, self.active, self.counts = socket.gethostname(), [], {"started": 0, "failed": 0, "kept": 0}
         for cell in cells:  # before any work: a folder that is not a run of ours is never written into
             folder = cell.save_dir
-            if folder.exists() and any(folder.iterdir()) and not (folder / runs.CONFIG_NAME).is_file():
+            held = [p for p in folder.iterdir() if p.name != runs.LOCK_NAME] if folder.is_dir() else [folder]
+            if folder.exists() and held and not (folder / runs.CONFIG_NAME).is_file():
                 raise CLIError(f"{folder} holds files but no run ({runs.CONFIG_NAME}); move them away")
         for trial in self.study.get_trials(deepcopy=False):
             cell = self.cells.get(trial.user_attrs.get(CELL))

@@ -20,11 +20,13 @@ Nothing a run saved is deleted here: files are only ever moved into an archive f
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
 import os
 import pickle
 import re
 import shutil
+import socket
 import sys
 import zipfile
 from collections import defaultdict
@@ -192,6 +194,12 @@ def saved_states(run_dir: Path, normalize: bool) -> list[SavedState]:
     return states
 
 
+def newest_steps(run_dir: Path) -> int | None:
+    """The steps of a run folder's newest intact state (None: none)."""
+    newest = newest_state(saved_states(run_dir, _normalizes(_run_config(run_dir))))
+    return None if newest is None else newest.steps
+
+
 def newest_state(states: list[SavedState]) -> SavedState | None:
     """The intact state with the most steps; ``model.zip`` (listed first) on a tie."""
     intact = [state for state in states if state.steps is not None]
@@ -300,10 +308,35 @@ def prepare_run_dir(save_dir: Path, archive: Archive | None) -> None:
                 path.unlink()
 
 
+LOCK_NAME = ".lock"
+
+
+def lock_run_dir(save_dir: Path) -> Any:
+    """Make the run folder and take its lock (``fcntl.flock`` on ``RUN/.lock``), held while the returned file is open
+    (for the run's life; the kernel drops it when the process dies, ``kill -9`` included): one writer per run folder.
+    A folder another process holds is a :class:`CLIError` naming it."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    handle = (save_dir / LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise CLIError(f"{save_dir} is in use by another run ({holder}); wait for it to end, or use another") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    return handle
+
+
 def check_new_run_dir(save_dir: Path) -> None:
-    """A new run never overwrites anything: its folder must be new, empty, hold only archives, or hold the leftovers
-    of a run that stopped before its first save (archived when the new run starts: :func:`never_saved_archive`)."""
-    if save_dir.is_dir() and (never_saved(save_dir) or not any(p for p in save_dir.iterdir() if not is_archive(p))):
+    """A new run never overwrites anything: its folder must be new, empty (but for its lock file), hold only archives,
+    or hold the leftovers of a run that stopped before its first save (archived when the new run starts:
+    :func:`never_saved_archive`)."""
+    entries = [p for p in save_dir.iterdir() if not is_archive(p) and p.name != LOCK_NAME] if save_dir.is_dir() else []
+    if save_dir.is_dir() and (never_saved(save_dir) or not entries):
         return
     if save_dir.exists():
         ours = (save_dir / CONFIG_NAME).exists()
@@ -314,7 +347,7 @@ def check_new_run_dir(save_dir: Path) -> None:
 def never_saved_archive(save_dir: Path) -> Archive | None:
     """The leftovers of a run that stopped before its first save in ``save_dir``, to archive before a new run."""
     if save_dir.is_dir() and never_saved(save_dir):
-        entries = sorted(path for path in save_dir.iterdir() if not is_archive(path))
+        entries = sorted(path for path in save_dir.iterdir() if not is_archive(path) and path.name != LOCK_NAME)
         return Archive(save_dir, "the leftovers of a run that stopped before its first save", entries)
     return None
 

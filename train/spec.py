@@ -365,6 +365,7 @@ class RunSpec(BaseModel):
     resume: Path | None = None
     archive_newer: StrictBool = False
     _archive: runs.Archive | None = PrivateAttr(default=None)
+    _resume_message: str = PrivateAttr(default="")
 
     def __init__(self, **fields: Any) -> None:
         """Check every field (module docstring); a bad value is a one-line ``ValueError`` (:class:`CLIError`)."""
@@ -431,6 +432,11 @@ class RunSpec(BaseModel):
     def n_timesteps(self) -> int:
         """Env steps this run trains for."""
         return self.total_timesteps or self.hyperparams["n_timesteps"]
+
+    @property
+    def resume_message(self) -> str:
+        """What a resumed spec continues from, said once the run holds its folder (by the Experiment)."""
+        return self._resume_message
 
     @property
     def archive(self) -> runs.Archive | None:
@@ -505,7 +511,7 @@ class RunSpec(BaseModel):
     def resumed(cls, path: str | Path, algo: str, total_timesteps: int | None = None, archive_newer: bool = False,
                 **options: Any) -> RunSpec:  # fmt: skip
         """Continue the run of ``path`` with its own settings: a run folder from its newest intact state, a model file
-        from that file (:func:`train.runs.resume_target`, which says which on stdout once every check has passed).
+        from that file (:func:`train.runs.resume_target`; which one, the run says on stdout once it holds the folder).
 
         :param options: the fields that do not change the model (``device``, ``eval_freq``, ...); ``eval_episodes``
             and ``deterministic_eval`` must be the run's, so that ``evaluations.npz`` stays one kind of array;
@@ -522,9 +528,7 @@ class RunSpec(BaseModel):
             options.pop(name, None)
         spec = cls.from_record(record, total_timesteps=total_timesteps, save_dir=target.run_dir,
                                resume=target.model_path, archive_newer=archive_newer, **options)  # fmt: skip
-        spec._archive = target.archive
-        if target.message:
-            print(target.message)
+        spec._archive, spec._resume_message = target.archive, target.message
         return spec
 
 

@@ -33,8 +33,9 @@ NONFINITE_ENV = "tests.train.nonfinite_env:NonFinite-v0"
 
 
 def files(folder: Path) -> dict[Path, bytes]:
-    """Every file under ``folder`` (relative path -> bytes)."""
-    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    """Every file under ``folder`` (relative path -> bytes), but the run's lock file."""
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name != runs.LOCK_NAME}  # fmt: skip
 
 
 def assert_all_load(run: Path, algo_class: type = RecurrentA2C) -> None:
