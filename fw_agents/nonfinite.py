@@ -6,7 +6,9 @@ still finish normally. The tools here stop training before that, and say what to
 * :class:`NonFiniteError` (a ``ValueError``): raised by all of them and by :class:`fw_agents.RecurrentA2C`'s own
   checks, so that a caller can tell a non-finite value from other errors.
 * :class:`CheckFiniteVecEnv`: SB3's ``VecCheckNan`` that always raises, naming the value (observation, reward,
-  or the model's action), the env index and the timestep. It checks each step's ``n_envs`` values: cheap.
+  or the model's action), the env index and the timestep. It checks each step's ``n_envs`` values: cheap. It also
+  turns an env's own failure (an exception in its ``reset`` or ``step``, wrong observation shapes or Dict keys,
+  a reward of None) and, where asked, an episode that never ends into an :class:`EnvError` that says so.
 * :class:`FiniteParametersCallback`: at the start of each rollout (that is, after each update), stops if the
   update made a parameter non-finite, before the model acts, is evaluated or is saved with it.
 * :func:`first_non_finite_parameter`: the check itself, also used before every save (``fw_agents.atomic``).
@@ -33,6 +35,11 @@ class NonFiniteError(ValueError):
     def __init__(self, message: str, diverged: bool = False) -> None:
         super().__init__(message)
         self.diverged = diverged
+
+
+class EnvError(RuntimeError):
+    """An env failed: its ``reset`` or ``step`` raised (or returned what the vectorised env cannot hold), or one of
+    its episodes ran past a step guard. The message names the env, the timestep and the error; the cause is chained."""
 
 
 #: ``VecCheckNan``'s names of what it checks -> the name of one value in a message. ``dones`` are booleans.
@@ -76,15 +83,43 @@ class CheckFiniteVecEnv(VecCheckNan):
         that messages count steps as the model does; None: no count (an evaluation env).
     """
 
-    def __init__(self, venv: VecEnv, name: str = "env", start_timestep: int | None = 0) -> None:
+    def __init__(
+        self, venv: VecEnv, name: str = "env", start_timestep: int | None = 0, max_episode_steps: int | None = None
+    ) -> None:
         super().__init__(venv, raise_exception=True, warn_once=False, check_inf=True)
         self.name = name
         self.num_timesteps = start_timestep
+        # Evaluation waits for whole episodes: one that never ends would hang it without a word.
+        self.max_episode_steps = max_episode_steps
+        self.episode_steps = np.zeros(self.num_envs, dtype=np.int64)
+
+    def reset(self) -> Any:
+        self.episode_steps[:] = 0
+        return self._env_call("reset", super().reset)
 
     def step_wait(self) -> VecEnvStepReturn:
         if self.num_timesteps is not None:
             self.num_timesteps += self.num_envs  # as the algorithm counts it once the step returns
-        return super().step_wait()
+        observations, rewards, dones, infos = self._env_call("step", super().step_wait)
+        self.episode_steps = np.where(dones, 0, self.episode_steps + 1)
+        if self.max_episode_steps is not None and (self.episode_steps >= self.max_episode_steps).any():
+            env = int(np.argmax(self.episode_steps >= self.max_episode_steps))
+            raise EnvError(
+                f"an episode of {self.name} {env} ran {self.max_episode_steps} steps without ending; episodes must "
+                "end to be evaluated: give the env a time limit (max_episode_steps, gymnasium.wrappers.TimeLimit)"
+            )
+        return observations, rewards, dones, infos
+
+    def _env_call(self, event: str, call: Any) -> Any:
+        """``call()``, with an exception of the env (not a non-finite value: that is ours) as an :class:`EnvError`."""
+        try:
+            return call()
+        except NonFiniteError:
+            raise
+        except Exception as error:
+            at = "" if self.num_timesteps is None else f" at timestep {self.num_timesteps}"
+            detail = " ".join(str(error).split()) or "(no message)"
+            raise EnvError(f"{self.name} failed in {event}{at}: {type(error).__name__}: {detail}") from error
 
     def _check_val(self, event: str, **kwargs: Any) -> None:
         for name, value in kwargs.items():

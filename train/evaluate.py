@@ -24,6 +24,7 @@ from PIL import Image
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from fw_agents.nonfinite import CheckFiniteVecEnv, EnvError, NonFiniteError
 from train import runs
 from train.cli import (
     ArgumentParser,
@@ -35,7 +36,7 @@ from train.cli import (
     run_cli,
     seed_int,
 )
-from train.experiment import evaluate
+from train.experiment import EVAL_EPISODE_STEPS, evaluate
 from train.spec import ALGORITHMS, check_device, import_object, load_algorithm, resolve_env_id
 
 
@@ -46,6 +47,7 @@ def load_run(
     device: str = "cpu",
     algo: str | None = None,
     env: str | None = None,
+    trust_pickle: bool = False,
 ) -> tuple[BaseAlgorithm, VecEnv, dict[str, Any]]:
     """Load a saved model with its evaluation env (frozen ``VecNormalize`` if the run normalised).
 
@@ -54,6 +56,8 @@ def load_run(
 
     :param model: a model ``.zip``, a run folder (its ``model.zip``), or an rl-zoo3 log folder (its model, with the
         ``VecNormalize`` statistics rl-zoo3 keeps in ``<env>/vecnormalize.pkl``).
+    :param trust_pickle: unpickle what the model file holds (runs code in it): for a model without its run's config,
+        whose pickled items (policy class, spaces, schedules) nothing else can stand in for.
     :return: the model, the env, the run settings (``algorithm``, ``env_id``, ``hyperparams``, ``model_path``).
     """
     zoo = runs.zoo_run(Path(model)) if Path(model).is_dir() else None
@@ -74,7 +78,7 @@ def load_run(
                     seed=config.get("seed", 0), model_path=str(model_path))  # fmt: skip
     stats = Path(zoo["zoo"]["vecnormalize"]) if zoo else None
     loaded, venv = runs.load_run_model(model_path, algo_class, settings["env_id"], settings["hyperparams"], n_envs,
-                                       seed, device, False, stats)  # fmt: skip
+                                       seed, device, False, stats, config.get("policy"), trust_pickle)  # fmt: skip
     return loaded, venv, settings
 
 
@@ -135,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--algo", choices=list(ALGORITHMS), help="algorithm, for a model without a run's config.yml")
     parser.add_argument("--env", metavar="ID", help="env id (default: the run's)")
+    parser.add_argument("--trust-pickle", action="store_true", help="unpickle what the model file holds, which runs "
+                        "code in it: only for a file you trust whose run's config.yml is missing")  # fmt: skip
     add_threads_argument(parser)
     return parser
 
@@ -143,12 +149,18 @@ def run_evaluation(args: argparse.Namespace) -> int:
     n_episodes = check_int("--episodes", args.episodes)
     check_device(args.device)
     record = None if args.record is None else check_output_path(args.record, "--record", "file")
-    model, venv, settings = load_run(args.model, min(n_episodes, 16), args.seed, args.device, args.algo, args.env)
+    model, venv, settings = load_run(args.model, min(n_episodes, 16), args.seed, args.device, args.algo, args.env,
+                                     args.trust_pickle)  # fmt: skip
     print(f"{settings['model_path']} ({settings['algorithm']}) on {settings['env_id']}")
-    for deterministic in (True, False):
-        result = evaluate(model, venv, n_episodes, deterministic)
-        print(f"  {'deterministic' if deterministic else 'sampled':13s} {result.summary()}")
-    venv.close()
+    venv = CheckFiniteVecEnv(venv, "evaluation env", None, EVAL_EPISODE_STEPS)
+    try:
+        for deterministic in (True, False):
+            result = evaluate(model, venv, n_episodes, deterministic)
+            print(f"  {'deterministic' if deterministic else 'sampled':13s} {result.summary()}")
+    except (EnvError, NonFiniteError) as error:
+        raise CLIError(str(error)) from None
+    finally:
+        venv.close()
     if record is not None:
         env_kwargs = settings["hyperparams"].get("env_kwargs")
         episode_return, length = record_episode(model, settings["env_id"], env_kwargs, record, args.seed)

@@ -32,7 +32,7 @@ from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 from fw_agents import atomic
 from fw_agents.atomic import AtomicCheckpointCallback, AtomicEvalCallback
 from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback
-from fw_agents.nonfinite import CheckFiniteVecEnv, FiniteParametersCallback, NonFiniteError
+from fw_agents.nonfinite import CheckFiniteVecEnv, EnvError, FiniteParametersCallback, NonFiniteError
 from fw_agents.registry import get_memory
 from train import runs
 from train.cli import CLIError, Terminated, signals, terminate
@@ -102,6 +102,10 @@ def versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- stopping
+#: An evaluation episode that has not ended after this many steps is reported (an env without a time limit).
+EVAL_EPISODE_STEPS = 100_000
+
+
 def stop_error(error: ValueError, model: BaseAlgorithm, save_dir: Path, algo: str) -> Exception:
     """The one-line :class:`CLIError` for a run stopped by a non-finite value (``error`` itself otherwise, a bug)."""
     message = " ".join(str(error).split()).rstrip(".")
@@ -117,6 +121,16 @@ def stop_error(error: ValueError, model: BaseAlgorithm, save_dir: Path, algo: st
     # The same settings would diverge again: a new run with others, rather than a resume.
     note = runs.newest_note(save_dir, algo, resumable=False)
     return CLIError(f"training diverged: {message}. Training stopped at step {model.num_timesteps}; {note}")
+
+
+def write_error(error: OSError, model: BaseAlgorithm, save_dir: Path, algo: str) -> CLIError:
+    """The one-line :class:`CLIError` for a run that could not write (disk full, a read-only folder): saves are
+    atomic, so the files saved before are whole."""
+    where = f" {error.filename}" if error.filename else ""
+    return CLIError(
+        f"cannot write{where}: {error.strerror or error}. Training stopped at step {model.num_timesteps}; "
+        f"{runs.newest_note(save_dir, algo)}"
+    )
 
 
 def save_model(model: BaseAlgorithm, save_dir: Path) -> Path:
@@ -170,7 +184,7 @@ class Experiment:
         env_seed = self._make_model() if spec.resume is None else self._load_model()
         n_eval_envs = min(max(spec.eval_episodes, spec.final_eval_episodes), 16)
         self.eval_env = CheckFiniteVecEnv(
-            spec.make_env(n_eval_envs, env_seed + 10_000, False), "evaluation env", start_timestep=None
+            spec.make_env(n_eval_envs, env_seed + 10_000, False), "evaluation env", None, EVAL_EPISODE_STEPS
         )
         # One writer per run folder: taken once nothing can refuse the spec any more, and checked again under the lock
         # (another run may have written into the folder since this one's checks).
@@ -230,6 +244,7 @@ class Experiment:
             spec.seed,
             spec.device,
             training=True,
+            policy=spec.policy,
             verbose=spec.verbose,
         )
         self.resumed_at = self.model.num_timesteps
@@ -312,24 +327,27 @@ class Experiment:
                     progress_bar=spec.progress_bar,
                 )
         except KeyboardInterrupt as interrupt:
-            self._save_interrupted(interrupt)
+            what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+            print(f"{what} at step {model.num_timesteps}; {self._save_now()}", file=sys.stderr)
             raise
+        except EnvError as error:  # the env's fault: the state before it is saved, to continue once it is fixed
+            raise CLIError(f"{error}. Training stopped at step {model.num_timesteps}; {self._save_now()}") from None
         except ValueError as error:  # a non-finite value: one line naming it and the newest intact state
             raise stop_error(error, model, spec.save_dir, spec.algo) from None
+        except OSError as error:  # disk full, a folder made read-only: what was saved before stays whole
+            raise write_error(error, model, spec.save_dir, spec.algo) from None
         return time.perf_counter() - start
 
-    def _save_interrupted(self, interrupt: KeyboardInterrupt) -> None:
-        """Save what there is after Ctrl-C or SIGTERM, so that the run can be resumed (unless it is not finite)."""
+    def _save_now(self) -> str:
+        """Save what there is (Ctrl-C, SIGTERM, an env's failure), so that the run can be resumed (unless it is not
+        finite or cannot be written); returns what was saved and how to continue."""
         spec, model = self.spec, self.model
-        what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
         with signals(signal.SIG_IGN, signal.SIGINT, signal.SIGTERM):  # a second signal would stop the save
             try:
                 model_path = save_model(model, spec.save_dir)
-            except NonFiniteError as problem:
-                note = f"{problem}; {runs.newest_note(spec.save_dir, spec.algo)}"
-            else:
-                note = f"saved {model_path}; continue with python -m train.{spec.algo} --resume {spec.save_dir}"
-        print(f"{what} at step {model.num_timesteps}; {note}", file=sys.stderr)
+            except (NonFiniteError, OSError) as problem:
+                return f"not saved ({problem}); {runs.newest_note(spec.save_dir, spec.algo)}"
+        return f"saved {model_path}; continue with python -m train.{spec.algo} --resume {spec.save_dir}"
 
     # ------------------------------------------------------------------------------------------- finish
     def finish(self, wall_time: float) -> dict[str, Any]:
@@ -339,14 +357,20 @@ class Experiment:
             model_path = save_model(self.model, spec.save_dir)
         except NonFiniteError as error:  # the last update diverged: the last good checkpoint stays the newest
             raise stop_error(error, self.model, spec.save_dir, spec.algo) from None
+        except OSError as error:
+            raise write_error(error, self.model, spec.save_dir, spec.algo) from None
         # Both ways of acting, whichever the periodic evaluations use: where the best memoryless play is random
         # (POPGym's Concentration, bandits) a deterministic policy without memory is stuck, and only sampled actions
         # show what it can do.
         finals: dict[str, EvalResult | None] = {"deterministic": None, "stochastic": None}
         if spec.final_eval_episodes:
             sync_envs_normalization(self.venv, self.eval_env)
-            for mode in finals:
-                finals[mode] = evaluate(self.model, self.eval_env, spec.final_eval_episodes, mode == "deterministic")
+            try:
+                for mode in finals:
+                    deterministic = mode == "deterministic"
+                    finals[mode] = evaluate(self.model, self.eval_env, spec.final_eval_episodes, deterministic)
+            except EnvError as error:
+                raise CLIError(f"{error}; the trained model is saved: {model_path}") from None
         self.config["result"] = {
             "num_timesteps": int(self.model.num_timesteps),
             "wall_time_s": round(wall_time, 1),

@@ -19,7 +19,6 @@ Nothing a run saved is deleted here: files are only ever moved into an archive f
 
 from __future__ import annotations
 
-import ast
 import fcntl
 import json
 import os
@@ -105,22 +104,98 @@ def run_record(model_path: Path) -> dict[str, Any]:
     return record
 
 
+# ----------------------------------------------------------------------------------------------- untrusted files
+# A run folder may come from anyone (a shared disk, a download). Its pickles are read without running code: the
+# statistics by an unpickler that builds only the classes they hold, a model's pickled items (spaces, schedules, the
+# policy class, buffers) replaced by what the run's config and env give; what neither covers asks for --trust-pickle.
+class SafeUnpickler(pickle.Unpickler):
+    """Builds only what ``VecNormalize`` statistics hold: numpy arrays and random generators, Gymnasium spaces, SB3's
+    ``RunningMeanStd`` and ``VecNormalize``; any other global (``os.system``, a payload's function) is refused."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy.random._pickle", "__generator_ctor"), ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__randomstate_ctor"), ("numpy.random._pcg64", "PCG64"),
+        ("numpy.random.bit_generator", "SeedSequence"), ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+        ("stable_baselines3.common.running_mean_std", "RunningMeanStd"),
+        ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"), ("collections", "OrderedDict"),
+    }  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = super().find_class(module, name) if (module, name) in self.ALLOWED or module.startswith(
+            "gymnasium.spaces.") else None  # fmt: skip
+        if found is None or (module.startswith("gymnasium.spaces.") and not isinstance(found, type)):
+            raise pickle.UnpicklingError(f"it holds {module}.{name}, which is not normalisation statistics")
+        return found
+
+
+def read_statistics(path: str | Path) -> VecNormalize:
+    """``VecNormalize`` statistics from a file, read by :class:`SafeUnpickler` (no code in it runs)."""
+    with Path(path).open("rb") as file:
+        statistics = SafeUnpickler(file).load()
+    if not isinstance(statistics, VecNormalize):
+        raise pickle.UnpicklingError(f"it holds a {type(statistics).__name__}, not VecNormalize statistics")
+    return statistics
+
+
 def load_vecnormalize(path: str | Path, venv: VecEnv) -> VecNormalize:
-    """Saved ``VecNormalize`` statistics around ``venv``; a missing or damaged file is a :class:`CLIError`."""
+    """Saved ``VecNormalize`` statistics around ``venv`` (:func:`read_statistics`); a missing, damaged or foreign file
+    is a :class:`CLIError`."""
     try:
-        return VecNormalize.load(str(path), venv)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError) as error:
+        statistics = read_statistics(path)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError, TypeError, ImportError) as error:
         raise CLIError(f"cannot load normalisation statistics {path}: {error}") from None
+    statistics.set_venv(venv)
+    return statistics
+
+
+def safe_objects(model_path: Path, venv: VecEnv, algo_class: type[BaseAlgorithm], policy_class: type | None,
+                 hyperparams: dict[str, Any], policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """SB3's ``custom_objects`` for ``load``: a stand-in, from the run's config and env, for every pickled item of the
+    model file, so that none is unpickled (its weights are read by ``torch.load(weights_only=True)``). A pickled item
+    they cannot stand in for is a :class:`CLIError` that names it and ``--trust-pickle``."""
+    from train.spec import algorithm_arguments, to_schedule
+
+    if policy_class is not None:  # the algorithm completes them as it did in the run (A2C adds its RMSprop)
+        taken = algorithm_arguments(algo_class)
+        arguments = {key: to_schedule(value) for key, value in hyperparams.items() if key in taken}
+        policy_kwargs = algo_class(policy_class, venv, policy_kwargs=policy_kwargs, _init_setup_model=False,
+                                   **arguments).policy_kwargs  # fmt: skip
+
+    with zipfile.ZipFile(model_path) as archive:
+        data = json.loads(archive.read("data"))
+    pickled = sorted(key for key, value in data.items() if isinstance(value, dict) and ":serialized:" in value)
+    schedules = {key: to_schedule(hyperparams[key]) for key in ("learning_rate", "clip_range", "clip_range_vf")
+                 if hyperparams.get(key) is not None}  # fmt: skip
+    known = {
+        "observation_space": venv.observation_space, "action_space": venv.action_space, "policy_class": policy_class,
+        "policy_kwargs": policy_kwargs, "lr_schedule": lambda _: 0.0, "learning_rate": 7e-4, "clip_range": 0.2,
+        **schedules, **dict.fromkeys(("_last_obs", "_last_episode_starts", "_last_original_obs", "ep_info_buffer",
+                                      "ep_success_buffer", "rollout_buffer_class")),
+    }  # fmt: skip
+    unknown = [key for key in pickled if known.get(key, ...) is ... or (key in ("policy_class", "policy_kwargs")
+                                                                        and known[key] is None)]  # fmt: skip
+    if unknown:
+        raise CLIError(
+            f"{model_path} holds pickled objects ({', '.join(unknown)}) that its run's config cannot stand "
+            "in for; loading them runs code the file contains: pass --trust-pickle if you trust it"
+        )
+    return {key: known[key] for key in pickled}
 
 
 def load_run_model(
     model_path: Path, algo_class: type[BaseAlgorithm], env_id: str, hyperparams: dict[str, Any], n_envs: int,
-    seed: int, device: str, training: bool, stats_path: Path | None = None, **load_kwargs: Any,
+    seed: int, device: str, training: bool, stats_path: Path | None = None, policy: str | None = None,
+    trust_pickle: bool = False, **load_kwargs: Any,
 ) -> tuple[BaseAlgorithm, VecEnv]:  # fmt: skip
     """A saved model of a run and an env for it, with the run's ``VecNormalize`` statistics if it normalised (beside
     the model, or at ``stats_path``): the one loading of a model, to resume (``training=True``: the statistics keep
-    updating) or to evaluate (frozen, raw rewards). A missing, corrupt or mismatched file is a :class:`CLIError`."""
-    from train.spec import make_env
+    updating) or to evaluate (frozen, raw rewards). No code in the files runs (:func:`safe_objects`; ``policy``: the
+    run's ``--policy`` choice, or a policy class rl-zoo3 names) unless ``trust_pickle``. A missing, corrupt,
+    mismatched or untrusted file is a :class:`CLIError`."""
+    from train.spec import make_env, policy_class_for, policy_kwargs_for
 
     normalize = hyperparams.get("normalize") or False
     stats = (stats_path or vecnormalize_path(model_path)) if normalize else None
@@ -128,7 +203,15 @@ def load_run_model(
         raise CLIError(f"the run normalises observations but {stats} is missing")
     venv = make_env(env_id, n_envs, seed, hyperparams.get("env_kwargs"), normalize, stats, training)
     try:
-        model = algo_class.load(str(model_path), env=venv, device=device, **load_kwargs)
+        objects = {}
+        if not trust_pickle:
+            policy_class = None if policy is None else policy_class_for(policy, venv, algo_class)
+            kwargs = None if policy_class is None else policy_kwargs_for(policy_class, hyperparams.get("policy_kwargs"))
+            objects = safe_objects(model_path, venv, algo_class, policy_class, hyperparams, kwargs)
+        model = algo_class.load(str(model_path), env=venv, device=device, custom_objects=objects, **load_kwargs)
+    except CLIError:
+        venv.close()
+        raise
     # SB3 raises AssertionError for "No data found in the saved file", ValueError for spaces that do not fit.
     except (OSError, EOFError, AssertionError, KeyError, ValueError, RuntimeError, TypeError, AttributeError,
             zipfile.BadZipFile, pickle.UnpicklingError) as error:  # fmt: skip
@@ -168,11 +251,9 @@ def model_steps(path: Path) -> int | None:
 
 
 def _statistics_intact(model_path: Path) -> bool:
-    path = vecnormalize_path(model_path)
     try:
-        with path.open("rb") as file:
-            pickle.load(file)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError, ImportError):
+        read_statistics(vecnormalize_path(model_path))
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError, TypeError, ImportError):
         return False
     return True
 
@@ -315,8 +396,12 @@ def lock_run_dir(save_dir: Path) -> Any:
     """Make the run folder and take its lock (``fcntl.flock`` on ``RUN/.lock``), held while the returned file is open
     (for the run's life; the kernel drops it when the process dies, ``kill -9`` included): one writer per run folder.
     A folder another process holds is a :class:`CLIError` naming it."""
-    save_dir.mkdir(parents=True, exist_ok=True)
-    handle = (save_dir / LOCK_NAME).open("a+")
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        handle = (save_dir / LOCK_NAME).open("a+")
+    except OSError as error:  # a read-only file system, no permission, a full disk
+        reason = error.strerror or error
+        raise CLIError(f"cannot write in {save_dir}: {reason}; a run needs a writable folder") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -536,8 +621,9 @@ def zoo_run(folder: Path) -> dict[str, Any] | None:
         hyperparams = yaml.load((params / "config.yml").read_text(), Loader=_ZooLoader) or {}
     except (OSError, yaml.YAMLError) as error:
         raise CLIError(f"cannot read rl-zoo3 run {folder}: {' '.join(str(error).split())}") from None
-    if isinstance(hyperparams.get("normalize"), str):  # rl-zoo3 writes VecNormalize's options as a dict literal
-        hyperparams["normalize"] = ast.literal_eval(hyperparams["normalize"])
+    from train.spec import canonical_source  # (rl-zoo3 writes policy_kwargs and normalize as Python expressions)
+
+    hyperparams = canonical_source(hyperparams, f"rl-zoo3 run {folder}")
     # SB3 logs TensorBoard to <tensorboard_log>/<env>/<Algorithm>_<n>, relative to where rl-zoo3 ran.
     root = folder.parents[len(Path(args.get("log_folder", "logs")).parts) + 1]
     run_id = folder.name.rpartition("_")[2]

@@ -46,6 +46,8 @@ from pydantic import (
     model_validator,
 )
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -251,7 +253,7 @@ def resolve_env_id(env_id: str) -> str:
     try:
         if sep:
             importlib.import_module(module)
-    except ImportError as error:
+    except (ImportError, TypeError, ValueError) as error:  # TypeError, ValueError: not a module name ("../x")
         raise CLIError(f"cannot import {module!r} for environment {env_id!r}: {error}") from None
     if name not in gym.registry:
         raise CLIError(f"unknown environment {name!r}; memory environments: {', '.join(envs.registered_ids())} "
@@ -295,6 +297,34 @@ def algorithm_arguments(algo_class: type) -> set[str]:
         if all(p.kind is not p.VAR_KEYWORD for p in parameters):
             break
     return taken - {"self", "policy", "env", "policy_kwargs", "_init_setup_model", *SET_BY_THE_RUN}
+
+
+def policy_kwargs_for(policy_class: type, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``kwargs`` in the names ``policy_class`` takes (ours; sb3-contrib's for its LSTM policies), with
+    ``activation_fn`` and ``*_class`` names imported (each checked to be the kind of class it must be)."""
+    try:
+        kwargs = policy_kwargs_for_class(policy_class, kwargs or {})
+    except ValueError as error:
+        raise CLIError(f"policy_kwargs: {error}") from None
+    for key, value in kwargs.items():
+        if isinstance(value, str) and (key == "activation_fn" or key.endswith("_class")):
+            kwargs[key] = import_object(value)
+            base = {"activation_fn": th.nn.Module, "features_extractor_class": BaseFeaturesExtractor,
+                    "optimizer_class": th.optim.Optimizer}.get(key, object)  # fmt: skip
+            if not (isinstance(kwargs[key], type) and issubclass(kwargs[key], base)):
+                raise CLIError(f"policy_kwargs.{key} must name a {base.__name__} class, got {value!r}")
+    return kwargs
+
+
+def policy_class_for(policy: str, venv: VecEnv, algo_class: type) -> type:
+    """The policy class a saved model was trained with: a ``--policy`` choice (the registry's class for the env's
+    spaces), or what rl-zoo3 records, an alias of the algorithm (``MlpLstmPolicy``) or a policy class's dotted name."""
+    if policy in memory_names():
+        return get_memory(policy).policy_for(venv.observation_space, venv.action_space)[1]
+    found = getattr(algo_class, "policy_aliases", {}).get(policy) or import_object(policy)
+    if not (isinstance(found, type) and issubclass(found, BasePolicy)):
+        raise CLIError(f"the run's policy {policy!r} is not a policy class")
+    return found
 
 
 def check_device(device: str) -> str:
@@ -452,17 +482,8 @@ class RunSpec(BaseModel):
 
     def model_kwargs(self) -> dict[str, Any]:
         """The algorithm's keyword arguments: the hyperparameters it takes (schedules made: ``lin_7e-4``), and
-        ``policy_kwargs`` in the names the ``--policy``'s classes take (ours; sb3-contrib's for its LSTM policies),
-        with ``activation_fn`` and ``*_class`` names imported."""
-        try:
-            policy_kwargs = policy_kwargs_for_class(
-                get_memory(self.policy).policy("Mlp"), self.hyperparams["policy_kwargs"]
-            )
-        except ValueError as error:
-            raise CLIError(f"policy_kwargs: {error}") from None
-        for key, value in policy_kwargs.items():
-            if isinstance(value, str) and (key == "activation_fn" or key.endswith("_class")):
-                policy_kwargs[key] = import_object(value)
+        ``policy_kwargs`` as the ``--policy``'s classes take them (:func:`policy_kwargs_for`)."""
+        policy_kwargs = policy_kwargs_for(get_memory(self.policy).policy("Mlp"), self.hyperparams["policy_kwargs"])
         algorithm = {key: to_schedule(value) for key, value in self.hyperparams.items() if key not in RUN_KEYS}
         return {**algorithm, "policy_kwargs": policy_kwargs, "seed": self.seed, "device": self.device,
                 "verbose": self.verbose}  # fmt: skip

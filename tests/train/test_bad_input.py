@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch as th
 import yaml
 
 from bench import assoc, suite
@@ -30,7 +31,7 @@ MAINS: dict[str, Callable[[list[str]], int]] = {
     "plot": plot.main,
 }
 #: A run of a few steps that would be trained if the bad value were accepted.
-NEW = ["--env", CATCH, "--n-envs", "2", "--total-timesteps", "30", "--hidden-size", "4", "--eval-freq", "0",
+NEW = ["--n-envs", "2", "--env", CATCH, "--total-timesteps", "30", "--hidden-size", "4", "--eval-freq", "0",
        "--checkpoint-freq", "0", "--final-eval-episodes", "0", "--verbose", "0", "--no-progress-bar",
        "--save-dir", "new", "--tensorboard-log", "tb"]  # fmt: skip
 UNWRITABLE = "/proc/no-such-folder/x"
@@ -84,6 +85,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("a2c", [*NEW, "--log-interval", "0"], "--log-interval"),
     ("a2c", [*NEW, "--device", "warp-drive"], "unknown device"),
     ("a2c", [*NEW, "--env", "NoSuch-v0"], "unknown environment"),
+    ("a2c", [*NEW, "--env", "../../etc/passwd:X"], "cannot import '../../etc/passwd'"),
+    ("a2c", [*NEW, "--threads", "99999"], "--threads"),
+    ("a2c", [*NEW[2:], "--hparams", "n_envs=1e308"], "n_envs"),
+    ("a2c", [*NEW[2:], "--hparams", "n_envs=100000000"], "n_envs"),
+    ("a2c", [*NEW, "--policy-kwargs", "features_extractor_class=builtins:print"], "BaseFeaturesExtractor class"),
+    ("evaluate", ["RUN", "--algo", "ppo"], "was trained with a2c, not ppo"),
+    *([] if th.cuda.is_available() else [("a2c", [*NEW, "--device", "cuda"], "torch sees no CUDA GPU")]),
     ("a2c", [*NEW, "--config", "DIR/missing.yml"], "does not exist"),
     ("a2c", [*NEW, "--config", "DIR/list.yml"], "must hold a YAML mapping"),
     ("a2c", [*NEW, "--hparams", "gamma"], "key=value"),

@@ -71,7 +71,7 @@ def test_a_cell_whose_run_stopped_before_its_first_save_is_trained_again(
     experiment.setup()
     experiment.close()
     leftovers = (tmp_path / "mlp-s0" / "config.yml").read_bytes()
-    assert sorted(path.name for path in (tmp_path / "mlp-s0").iterdir()) == ["config.yml"]
+    assert sorted(path.name for path in (tmp_path / "mlp-s0").iterdir()) == [runs.LOCK_NAME, "config.yml"]
 
     argv = ["run", "--env", CATCH, "--policies", "mlp", "--seeds", "0", "--out-dir", str(tmp_path), "--", *TINY]
     assert compare.main(argv) == 0
