@@ -37,7 +37,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from fw_agents.nonfinite import NonFiniteError
 from fw_agents.policies import RecurrentMemoryActorCriticPolicy, policy_kwargs_for_class
-from fw_agents.predict_guard import StatelessPredictGuard
+from fw_agents.predict_guard import StatelessPredictGuard, check_predict_batch
 from fw_agents.registry import POLICY_ALIASES
 
 SelfRecurrentA2C = TypeVar("SelfRecurrentA2C", bound="RecurrentA2C")
@@ -154,7 +154,7 @@ class RecurrentA2C(OnPolicyAlgorithm):
         :func:`fw_agents.policies.policy_kwargs_for_class`
     :param verbose: 0 silent, 1 info, 2 debug
     :param seed: seed for the pseudo random generators
-    :param device: torch device ("auto": GPU if available)
+    :param device: torch device ("auto": GPU if available; "cuda" without one is a ``ValueError``)
     :param _init_setup_model: whether to build the network at construction
     """
 
@@ -191,6 +191,8 @@ class RecurrentA2C(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ):
+        if str(device).startswith("cuda") and not th.cuda.is_available():  # SB3 would fall back to the CPU silently
+            raise ValueError(f"device {str(device)!r}: torch sees no CUDA GPU here; use 'cpu' or 'auto'")
         super().__init__(
             policy,
             env,
@@ -434,8 +436,9 @@ class RecurrentA2C(OnPolicyAlgorithm):
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """SB3's ``predict``; warns when the returned state is dropped step after step (our policies warn
-        by themselves, this covers sb3-contrib's LSTM policies)."""
+        by themselves, this covers sb3-contrib's LSTM policies), and refuses a state for another number of envs."""
         if not isinstance(self.policy, RecurrentMemoryActorCriticPolicy):
+            check_predict_batch(observation, state, episode_start, self.observation_space)
             self._predict_guard(state)
         return super().predict(observation, state, episode_start, deterministic)
 

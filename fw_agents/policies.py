@@ -43,7 +43,7 @@ from torch import nn
 
 from fw_agents.memory import MemoryCore
 from fw_agents.memory.base import check_positive_int
-from fw_agents.predict_guard import StatelessPredictGuard
+from fw_agents.predict_guard import StatelessPredictGuard, check_predict_batch
 
 #: sb3-contrib's LSTM-policy keyword argument -> ours, same meaning. Not in the table: sb3-contrib's
 #: ``lstm_kwargs``, a dict of options for the memory, whose items are our own (flat) memory options.
@@ -401,7 +401,9 @@ class RecurrentMemoryActorCriticPolicy(RecurrentActorCriticPolicy):
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """sb3-contrib's ``predict``, warning (:class:`StatelessPredictWarning`) when the state is dropped."""
+        """sb3-contrib's ``predict``, warning (:class:`StatelessPredictWarning`) when the state is dropped; a state or
+        ``episode_start`` for another number of envs than the observations is a ``ValueError``."""
+        check_predict_batch(observation, state, episode_start, self.observation_space)
         self._predict_guard(state)
         return super().predict(observation, state, episode_start, deterministic)
 

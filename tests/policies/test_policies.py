@@ -244,3 +244,34 @@ def test_predict_warns_when_the_state_is_dropped():
     model.predict(obs)
     with pytest.warns(StatelessPredictWarning, match="state"):
         model.predict(obs)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("policy", [FastWeightsActorCriticPolicy, "MlpLstmPolicy"])
+def test_predict_refuses_a_state_for_another_number_of_envs(algo: str, policy: type | str):
+    """3 observations with the state of 1 env (or 2 episode starts) is a ValueError, not one env's memory broadcast
+    to all three; ours and sb3-contrib's LSTM policy alike under RecurrentA2C."""
+    from fw_agents import RecurrentA2C
+
+    if algo == "ppo" and policy == "MlpLstmPolicy":
+        pytest.skip("sb3-contrib's own policy under its own algorithm")
+    env = make_env()
+    algo_class = RecurrentPPO if algo == "ppo" else RecurrentA2C
+    model = algo_class(policy, env, policy_kwargs={"hidden_size": 8}, n_steps=8, device="cpu")
+    one = np.zeros((1, *env.observation_space.shape), np.float32)
+    _, state = model.predict(one, episode_start=np.ones(1))
+    three = np.zeros((3, *env.observation_space.shape), np.float32)
+    with pytest.raises(ValueError, match=r"state\[0\] has shape \(1, 1, \d+\), not \(num_layers, 3, \.\.\.\)"):
+        model.predict(three, state=state, episode_start=np.zeros(3))
+    with pytest.raises(ValueError, match="episode_start has 2 entries for 3 observation"):
+        model.predict(three, episode_start=np.zeros(2))
+    _, state = model.predict(three, episode_start=np.ones(3))
+    model.predict(three, state=state, episode_start=np.zeros(3))
+
+
+@pytest.mark.skipif(th.cuda.is_available(), reason="needs a machine without a GPU")
+def test_recurrent_a2c_refuses_cuda_without_a_gpu():
+    from fw_agents import RecurrentA2C
+
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        RecurrentA2C("MlpFastWeightsPolicy", make_env(), device="cuda")
