@@ -23,6 +23,7 @@ import argparse
 import ctypes
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -65,6 +66,8 @@ POLL_INTERVAL = 0.5
 CELLS_DIR = ".cells"
 # Trial user attributes.
 CELL, SPEC, HOST, PID, EXIT_STATUS = "cell", "spec", "host", "pid", "exit_status"
+STORAGE_ATTEMPTS = 8  # opening a new database: tries while other workers create it
+STUDY_KIND = "kind"  # the study's user attribute: "grid" or "tune"
 
 
 # ----------------------------------------------------------------------------------------------- storages
@@ -97,9 +100,14 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
             raise CLIError(f"--storage: folder {str(path.parent)!r} of the journal file does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return JournalStorage(JournalFileBackend(str(path)))
+            storage = JournalStorage(JournalFileBackend(str(path)))
+            storage.get_all_studies()  # replays the journal now: a damaged one is said here, before any work
         except OSError as error:
             raise CLIError(f"--storage: cannot open journal file {path}: {error.strerror or error}") from None
+        except ValueError as error:  # a line that is not JSON (a truncated last line is Optuna's to skip)
+            raise CLIError(f"--storage: journal file {path} is damaged ({error}); move it aside to start the study "
+                           "anew (finished runs are kept, cells with checkpoints continue)") from None  # fmt: skip
+        return storage
     if "://" not in url:
         raise CLIError(f"--storage takes a database URL (sqlite:///study.db, postgresql://user:pw@host/db, "
                        f"mysql+pymysql://user:pw@host/db) or a journal file ending in "
@@ -107,9 +115,17 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
     import sqlalchemy.exc
 
     try:
-        with warnings.catch_warnings():  # Optuna marks its heartbeat's arguments experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, **rdb_kwargs)
+        for attempt in range(STORAGE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():  # Optuna marks its heartbeat's arguments experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return RDBStorage(url, **rdb_kwargs)
+            # Workers started together on a new database race to create its tables and stamp its schema version
+            # (SQLite: "UNIQUE constraint failed: alembic_version", "database is locked"): the loser tries again.
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                if attempt == STORAGE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
     except ImportError as error:  # the database's driver
         raise CLIError(f"--storage {url}: its database driver is not installed ({error}); PostgreSQL needs "
                        "psycopg2 (pip install psycopg2-binary), MySQL PyMySQL (URL mysql+pymysql://...)") from None
@@ -118,13 +134,28 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
         raise CLIError(f"--storage: cannot open {url}: {message}") from None
 
 
-def load_study(storage: BaseStorage, name: str, direction: str = "maximize", **kwargs: object) -> optuna.Study:
-    """The study ``name`` in ``storage``, created if it does not exist (by whichever worker comes first)."""
+def load_study(
+    storage: BaseStorage, name: str, kind: str, direction: str = "maximize", **kwargs: object
+) -> optuna.Study:
+    """The study ``name`` in ``storage``, created if it does not exist (by whichever worker comes first), for ``kind``
+    of work (``"grid"``: train.compare and bench.suite, ``"tune"``: train.tune); a study of the other kind is a
+    :class:`CLIError` (their trials mean different things)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own lines say what happens
     try:
-        return optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True, **kwargs)
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction=direction, load_if_exists=True, **kwargs
+        )
     except ValueError as error:
         raise CLIError(f"--study-name {name}: {error}") from None
+    recorded = study.user_attrs.get(STUDY_KIND)
+    if recorded is None and any((CELL in t.user_attrs) != (kind == "grid") for t in study.get_trials(deepcopy=False)):
+        recorded = "tune" if kind == "grid" else "grid"  # a study from before the kind was recorded
+    if recorded not in (None, kind):
+        made_by = {"grid": "train.compare or bench.suite", "tune": "train.tune"}[recorded]
+        raise CLIError(f"study {name!r} in that storage is {made_by}'s, not a {kind} study; use another --study-name")
+    if recorded is None:
+        study.set_user_attr(STUDY_KIND, kind)
+    return study
 
 
 def _retry() -> RetryHeartbeatStaleTrialCallback:
@@ -236,7 +267,7 @@ class GridWorker:
         self.storage = open_storage(args.storage, out_dir / DEFAULT_STORAGE_NAME, heartbeat_stale_trial_callback=retry,
                                     heartbeat_interval=int(max(1, self.heartbeat_interval)),
                                     grace_period=int(max(2, args.grace_period)))
-        self.study = load_study(self.storage, args.study_name or default_study)
+        self.study = load_study(self.storage, args.study_name or default_study, "grid")
         self.host, self.active, self.counts = socket.gethostname(), [], {"started": 0, "failed": 0, "kept": 0}
         for cell in cells:  # before any work: a folder that is not a run of ours is never written into
             folder = cell.save_dir

@@ -305,10 +305,11 @@ def run_tune(args: argparse.Namespace) -> int:
         grace_period=GRACE_PERIOD,
         heartbeat_stale_trial_callback=retry,
     )
-    seed = sampler_seed(args.seed, grid.load_study(storage, name).get_trials(deepcopy=False))
+    seed = sampler_seed(args.seed, grid.load_study(storage, name, "tune").get_trials(deepcopy=False))
     tuned = grid.load_study(
         storage,
         name,
+        "tune",
         sampler=make_sampler(args.sampler, seed, args.n_startup_trials),
         pruner=make_pruner(args.pruner, args.n_startup_trials, args.n_evaluations),
     )

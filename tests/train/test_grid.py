@@ -157,3 +157,48 @@ def test_bad_storage_or_options_are_one_line_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not any((tmp_path / "grid").glob("mlp-s*"))  # nothing trained
+
+
+RACE = """
+import sys, time
+from train import grid
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+grid.load_study(grid.open_storage(sys.argv[1], None), "race", "grid")
+"""
+
+
+def test_workers_started_together_on_a_new_sqlite_database_all_open_it(tmp_path: Path) -> None:
+    """Four workers create one new database at the same moment: without retries some lose the race to stamp its
+    schema (UNIQUE constraint failed: alembic_version; table studies already exists)."""
+    url, at = f"sqlite:///{tmp_path / 'new.db'}", str(time.time() + 8)  # once all four have imported Optuna
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, "-c", RACE, url, at], stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(4)]  # fmt: skip
+    outcomes = [(worker.wait(timeout=120), worker.stderr.read()) for worker in workers]
+    assert all(code == 0 for code, _ in outcomes), outcomes
+    assert len(optuna.load_study(study_name="race", storage=url).user_attrs) == 1  # one study, kind "grid"
+
+
+def test_a_damaged_journal_or_a_study_of_another_kind_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal with a line that is not JSON, and a tuning study given to a grid (and the reverse, see
+    test_tune), are refused in one line before anything is trained."""
+    journal = tmp_path / "study.log"
+    storage = grid.open_storage(str(journal), None)
+    tuning = grid.load_study(storage, "tuning", "tune")
+    tuning.enqueue_trial({"x": 1})
+    argv = ["run", "--env", CATCH, "--policies", "mlp", "--out-dir", str(tmp_path / "grid"), "--storage",
+            str(journal), "--study-name", "tuning", "--", *TINY]  # fmt: skip
+    assert compare.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is train.tune's, not a grid study" in err, err
+
+    lines = journal.read_text().splitlines()
+    journal.write_text("\n".join([lines[0][:20], *lines[1:]]) + "\n")
+    assert compare.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"journal file {journal} is damaged" in err, err
+    assert not any((tmp_path / "grid").glob("mlp-s*"))

@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from fw_agents.registry import memory_names
-from train import a2c, runs, tune
+from train import a2c, grid, runs, tune
 from train.cli import load_yaml
 
 CATCH = "fw_agents/Catch-N16-M3-v0"
@@ -106,11 +106,16 @@ def test_every_memory_has_a_search_space_and_fast_weights_searches_its_rates() -
         (["--env", "NoSuchEnv-v0"], "unknown environment"),
         (["--", "--seed", "3"], "--seed is set for each run"),
         (["--", "--hparams", "gamma=0.9"], "--config FILE"),
+        (["--storage", "GRID", "--study-name", "grid"], "is train.compare or bench.suite's, not a tune study"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
     tmp_path: Path, options: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    if "GRID" in options:  # a grid's study, made by a grid worker
+        journal = tmp_path / "grid.log"
+        grid.load_study(grid.open_storage(str(journal), None), "grid", "grid")
+        options = [str(journal) if option == "GRID" else option for option in options]
     argv = ["--env", CATCH, "--n-timesteps", "128", "--out-dir", str(tmp_path / "tune"), *options]
     assert tune.main(argv) == 2
     err = capsys.readouterr().err
