@@ -367,8 +367,10 @@ class GridWorker:
         self.counts["started"] += 1
         print(f"started  {folder}  (log: {log})", flush=True)
 
-    def reap(self) -> None:
-        """Tell the outcome of the training processes that ended; beat for the others (database storages)."""
+    def reap(self, stopped: bool = False) -> None:
+        """Tell the outcome of the training processes that ended; beat for the others (database storages).
+        ``stopped``: this worker stopped them; a run that did not finish is told failed (to be retried, resuming its
+        saved state) but not reported as a failure."""
         for entry in list(self.active):
             returncode = entry.process.poll()
             if returncode is None:
@@ -384,6 +386,8 @@ class GridWorker:
                 print(f"finished {entry.cell.save_dir}  ({seconds:.0f} s)", flush=True)
             else:
                 self._tell(entry.trial_id, TrialState.FAIL, exit_status=returncode)
+                if stopped:
+                    continue
                 self.counts["failed"] += 1
                 log = entry.cell.save_dir.with_suffix(".log")
                 print(f"FAILED (exit {returncode}, see {log}) {entry.cell.save_dir}  ({seconds:.0f} s)", flush=True)
@@ -403,18 +407,24 @@ class GridWorker:
                         break
                     time.sleep(POLL_INTERVAL)
         except KeyboardInterrupt as interrupt:
-            signum = getattr(interrupt, "signum", signal.SIGINT)
-            for entry in self.active:  # each saves its model, as for its own Ctrl-C
-                entry.process.send_signal(signum)
-            for entry in self.active:
-                entry.process.wait()
-                self._tell(entry.trial_id, TrialState.FAIL, exit_status=entry.process.returncode)
-            saved = f"interrupted; {len(self.active)} run(s) saved"
-            print(f"{saved}; run this command again to resume them and the rest", file=sys.stderr)
-            return 128 + signum
+            return self.stop(getattr(interrupt, "signum", signal.SIGINT))
         complete = {t.user_attrs[CELL] for t in self._trials(TrialState.COMPLETE)}
         failed = {t.user_attrs[CELL] for t in self._trials(TrialState.FAIL)} - complete
         started, lost, kept = self.counts["started"], self.counts["failed"], self.counts["kept"]
         line = f"{started - lost} of {started} runs finished; {kept} kept from before"
         print(line + (f"; failed: {', '.join(sorted(failed))}" if failed else ""))
         return 1 if failed else 0
+
+    def stop(self, signum: int) -> int:
+        """Ctrl-C or SIGTERM to this worker: its runs get the signal (each saves, as for its own Ctrl-C) and are
+        told failed, to be resumed by a rerun; one that ended before keeps its outcome. Returns ``128 + signum``."""
+        self.reap()  # a run that finished just before the signal is told complete, not failed
+        for entry in self.active:
+            entry.process.send_signal(signum)
+        stopping = len(self.active)
+        for entry in self.active:
+            entry.process.wait()
+        self.reap(stopped=True)
+        print(f"interrupted; {stopping} run(s) saved; run this command again to resume them and the rest",
+              file=sys.stderr)  # fmt: skip
+        return 128 + signum

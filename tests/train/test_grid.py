@@ -202,3 +202,18 @@ def test_a_damaged_journal_or_a_study_of_another_kind_is_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"journal file {journal} is damaged" in err, err
     assert not any((tmp_path / "grid").glob("mlp-s*"))
+
+
+def test_a_run_that_finished_before_the_worker_was_stopped_is_recorded_complete(tmp_path: Path) -> None:
+    """SIGINT to the worker alone, just after its run ended and before it looked: the run is told complete (it was
+    told failed, and trained again by the rerun)."""
+    argv = ["run", "--env", CATCH, "--policies", "mlp", "--seeds", "0", "--out-dir", str(tmp_path), "--study-name",
+            "stop", "--", *TINY]  # fmt: skip
+    args = compare.build_parser().parse_args(argv)
+    args.train_args = TINY  # as compare.main passes them, without the "--"
+    worker = grid.GridWorker(compare.plan(args), tmp_path, args, "stop")
+    worker.enqueue()
+    worker.start(worker.take())
+    worker.active[0].process.wait(timeout=300)
+    assert worker.stop(signal.SIGINT) == 128 + signal.SIGINT
+    assert [t.state for t in cell_trials(tmp_path, "stop")["mlp-s0"]] == [TrialState.COMPLETE]
