@@ -128,7 +128,8 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
                 time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
     except ImportError as error:  # the database's driver
         raise CLIError(f"--storage {url}: its database driver is not installed ({error}); PostgreSQL needs "
-                       "psycopg2 (pip install psycopg2-binary), MySQL PyMySQL (URL mysql+pymysql://...)") from None
+                       "psycopg (pip install 'psycopg[binary]'; before SQLAlchemy 2.1: psycopg2-binary), MySQL PyMySQL "
+                       "(URL mysql+pymysql://...)") from None
     except (ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CLIError(f"--storage: cannot open {url}: {message}") from None

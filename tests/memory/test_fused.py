@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -183,22 +184,30 @@ def test_fused_hidden_sizes_not_a_multiple_of_four(hidden):
     assert_same(explicit, fused, x, explicit.pack(h, M + M.transpose(1, 2)), starts)
 
 
+#: A process that loads the op (building it if needed) and prints ok.
+LOAD_SCRIPT = (
+    "from fw_agents.memory import _fused\nassert _fused.load() is not None, _fused.load_error()\nprint('ok')\n"
+)
+
+#: A process that runs the op forward and backward and prints ok.
+OP_SCRIPT = (
+    "import torch as th\n"
+    "from fw_agents.memory import FastWeightsRNN, _fused\n"
+    "assert _fused.load() is not None, _fused.load_error()\n"
+    "core = FastWeightsRNN(3, 8, compute_path='fused')\n"
+    "out, state = core(th.randn(4, 2, 3), core.initial_state(2), th.zeros(4, 2))\n"
+    "out.sum().backward()\n"
+    "print('ok')\n"
+)
+
+
 @pytest.mark.slow
 def test_first_use_builds_in_a_fresh_folder_and_concurrent_builds_are_safe(tmp_path):
     """Two processes building at once into an empty TORCH_EXTENSIONS_DIR both get a working op (torch's file lock)."""
-    script = (
-        "import torch as th\n"
-        "from fw_agents.memory import FastWeightsRNN, _fused\n"
-        "assert _fused.load() is not None, _fused.load_error()\n"
-        "core = FastWeightsRNN(3, 8, compute_path='fused')\n"
-        "out, state = core(th.randn(4, 2, 3), core.initial_state(2), th.zeros(4, 2))\n"
-        "out.sum().backward()\n"
-        "print('ok')\n"
-    )
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
     runs = [
         subprocess.Popen(
-            [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", OP_SCRIPT], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]
@@ -216,8 +225,49 @@ def test_a_built_op_loads_despite_a_lock_left_by_a_killed_process(tmp_path):
     (tmp_path / name).mkdir()
     shutil.copy(built, tmp_path / name / built.name)
     (tmp_path / name / "lock").touch()  # as a killed process leaves it
-    script = "from fw_agents.memory import _fused\nassert _fused.load() is not None, _fused.load_error()\nprint('ok')\n"
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", LOAD_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
     assert "compiling" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_build_killed_mid_compile_leaves_nothing_that_blocks_the_next(tmp_path):
+    """kill -9 during the first compile leaves torch's lock (and maybe half a build): the next process, started at
+    once, builds the op instead of waiting forever on that lock."""
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], env=env, stderr=subprocess.DEVNULL)
+    torch_lock = tmp_path / _fused.extension_name() / "lock"
+    deadline = time.monotonic() + 120
+    while not torch_lock.exists():
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
+    time.sleep(1.0)  # the compiler is running
+    first.kill()
+    first.wait()
+    assert torch_lock.exists()
+    result = subprocess.run([sys.executable, "-c", LOAD_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.slow
+def test_a_foreign_library_in_the_cache_is_set_aside_and_the_op_built(tmp_path):
+    """A library that loads but is not the op (here the C maths library) sat where the op's library goes: it is
+    moved aside and the op built, instead of failing at the op's first call."""
+    name = _fused.extension_name()
+    (tmp_path / name).mkdir()
+    shutil.copy(_libm_path(), tmp_path / name / f"{name}.so")
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", OP_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    assert (tmp_path / name / f"{name}.so.unusable").exists()
+    again = subprocess.run([sys.executable, "-c", OP_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "compiling" not in again.stderr, again.stderr  # the next process loads it
+
+
+def _libm_path() -> str:
+    """The path of the loaded C maths library (any shared library that loads and registers no op would do)."""
+    with open("/proc/self/maps") as maps:  # torch links it: it is mapped in this process
+        paths = {line.split()[-1] for line in maps if line.rstrip().endswith("/libm.so.6")}
+    assert paths
+    return sorted(paths)[0]

@@ -217,3 +217,23 @@ def test_a_run_that_finished_before_the_worker_was_stopped_is_recorded_complete(
     worker.active[0].process.wait(timeout=300)
     assert worker.stop(signal.SIGINT) == 128 + signal.SIGINT
     assert [t.state for t in cell_trials(tmp_path, "stop")["mlp-s0"]] == [TrialState.COMPLETE]
+
+
+def test_two_workers_share_one_grid_on_a_postgresql_server(tmp_path: Path) -> None:
+    """A real PostgreSQL server (pgserver's, from pip), its database new: two workers start together, both open it
+    and each cell is trained once."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)  # the driver of the test extra
+    try:
+        workers = [start([*grid_command(tmp_path / "grid")[:-len(TINY) - 1], "--storage", url, "--study-name", "pg",
+                          "--", *TINY]) for _ in range(2)]  # fmt: skip
+        outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+        assert [worker.returncode for worker in workers] == [0, 0], outputs
+        assert sum(output.count("started ") for output in outputs) == 4, outputs
+        study = optuna.load_study(study_name="pg", storage=url)
+        complete = sorted(t.user_attrs[grid.CELL] for t in study.trials if t.state == TrialState.COMPLETE)
+        assert complete == ["fast-weights-s0", "fast-weights-s1", "mlp-s0", "mlp-s1"]
+    finally:
+        server.cleanup()

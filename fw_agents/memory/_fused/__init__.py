@@ -11,7 +11,9 @@ Builds are serialised by an ``fcntl.flock`` on ``build.flock`` in that folder, w
 holder dies, so concurrent first uses are safe. torch's own lock (a ``lock`` file that ``cpp_extension.load`` creates
 for every call, even with nothing to build, and on which it waits without a timeout) would be left behind by a
 process killed during the call (``kill -9``) and make every later process hang; it is only taken while building,
-and one older than :data:`STALE_LOCK_SECONDS` found by the holder of the flock is removed as stale.
+and one found by the holder of the flock was left by a killed build (every build of this folder holds the flock)
+and is removed. A library in the folder that does not load or does not hold the op (a build killed while linking,
+a foreign file) is moved aside (``*.so.unusable``) and built anew.
 
 Where the op cannot run (no compiler, a failed build, a device other than the CPU, a dtype other than float32 or
 float64) :func:`unsupported_reason` says why and the caller falls back to the PyTorch paths, warning once per
@@ -40,10 +42,6 @@ SOURCE = Path(__file__).with_name("fast_weights.cpp")
 CFLAGS = ("-O3", "-march=native", "-fopenmp-simd")
 ACTIVATION_CODES = {"relu": 0, "tanh": 1, "elu": 2, "gelu": 3, "identity": 4}
 DTYPES = (th.float32, th.float64)
-
-#: Age after which torch's ``lock`` file, seen by the holder of our build flock, is taken as left by a killed
-#: process (a build takes well under this, even on a busy machine).
-STALE_LOCK_SECONDS = 300.0
 
 _lock = threading.Lock()
 _module: Any = None
@@ -84,16 +82,24 @@ def load() -> Any:
             library = build_dir / f"{name}.so"
             if not _load_library(library):  # none yet, or one left half-written by a killed build
                 with _build_lock(build_dir):
+                    # An unusable library is built anew, not taken as up to date by torch's build; under another name,
+                    # since this process has opened the old one's path (a second dlopen of it would return that).
+                    build_name = name
+                    if library.exists():
+                        library.replace(library.with_name(library.name + ".unusable"))
+                        build_name = f"{name}_rebuilt"
                     print("compiling the fused fast-weights op (first use, cached)…", file=sys.stderr, flush=True)
                     start = time.perf_counter()
                     cpp_extension.load(
-                        name,
+                        build_name,
                         [str(SOURCE)],
                         extra_cflags=list(CFLAGS),
                         build_directory=str(build_dir),
                         verbose=False,
                         is_python_module=False,  # the source registers torch.ops.fw_agents_fused.* itself
                     )
+                    if build_name != name:  # where the next process looks for it
+                        (build_dir / f"{build_name}.so").replace(library)
                     seconds = time.perf_counter() - start
                     print(f"compiled the fused fast-weights op in {seconds:.1f} s ({build_dir})", file=sys.stderr)
             _module = th.ops.fw_agents_fused
@@ -104,12 +110,13 @@ def load() -> Any:
 
 def _load_library(library: Path) -> bool:
     """Load a built library (the folder's name is a hash of everything it was built from); False if there is
-    none or it does not load (a build killed while linking)."""
+    none, it does not load (a build killed while linking) or it does not register the op (a foreign file)."""
     if not library.is_file():
         return False
     try:
         th.ops.load_library(str(library))
-    except (OSError, RuntimeError):
+        th.ops.fw_agents_fused.forward, th.ops.fw_agents_fused.backward  # noqa: B018  (registered by it?)
+    except (OSError, RuntimeError, AttributeError):
         return False
     return True
 
@@ -117,8 +124,7 @@ def _load_library(library: Path) -> bool:
 @contextmanager
 def _build_lock(build_dir: Path) -> Iterator[None]:
     """Exclusive right to build in ``build_dir``: an ``fcntl.flock``, released by the kernel if its holder dies.
-    Holding it, a torch ``lock`` file older than :data:`STALE_LOCK_SECONDS` was left by a killed process and is
-    removed; a younger one belongs to a build by code without this lock, which torch's ``load`` waits for."""
+    Holding it, a torch ``lock`` file was left by a build killed while holding it, and is removed."""
     try:
         import fcntl
     except ImportError:  # not POSIX: torch's lock alone
@@ -127,10 +133,8 @@ def _build_lock(build_dir: Path) -> Iterator[None]:
     with open(build_dir / "build.flock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            torch_lock = build_dir / "lock"
             with suppress(FileNotFoundError):
-                if time.time() - torch_lock.stat().st_mtime > STALE_LOCK_SECONDS:
-                    torch_lock.unlink()
+                (build_dir / "lock").unlink()
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
