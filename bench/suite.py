@@ -463,8 +463,9 @@ def plot_aggregate(totals: dict[str, dict[str, float]], out: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out_dir: Path) -> None:
+def write_report(out_dir: Path, memories: Sequence[str] | None = None) -> None:
     results, curves, unscored = collect(out_dir)
+    results = [r for r in results if memories is None or r.memory in memories]
     if not results:
         raise CLIError(f"no finished suite runs under {out_dir}")
     table, groups = render(results)
@@ -499,7 +500,7 @@ def run_report(args: argparse.Namespace) -> int:
     """A suite's folder: score its runs and write the report there. Suite JSON files (as the report writes them, the
     committed ones in docs/results/suite included): their runs, together, rendered again (curves need the runs)."""
     if len(args.sources) == 1 and Path(args.sources[0]).is_dir():
-        write_report(Path(args.sources[0]))
+        write_report(Path(args.sources[0]), args.memories)
         return 0
     results = []
     for source in map(Path, args.sources):
@@ -508,6 +509,7 @@ def run_report(args: argparse.Namespace) -> int:
             results += [CellResult(**{key: run[key] for key in CellResult.__dataclass_fields__}) for run in runs_in]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CLIError(f"{source} is neither a suite's folder nor its suite.json ({error})") from None
+    results = [r for r in results if args.memories is None or r.memory in args.memories]
     unknown = sorted({r.task for r in results} - set(TASKS_BY_NAME))
     if unknown:
         raise CLIError(f"{', '.join(unknown)}: not tasks of suite version {SUITE_VERSION}")
@@ -532,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = subparsers.add_parser("report", help="score the finished runs (suite.json, suite.md, plots), or render "
                                    "suite JSON files again")  # fmt: skip
     report.add_argument("sources", nargs="+", metavar="DIR|SUITE.json", help="a suite's folder, or suite JSON files")
+    report.add_argument("--memories", nargs="+", choices=list(MEMORIES_BY_NAME), help="only these memories' runs (the "
+                        "aggregate then covers every task they all ran)")  # fmt: skip
     report.set_defaults(func=run_report)
     return parser
 

@@ -166,3 +166,14 @@ def test_bad_input_is_one_line_and_status_2(tmp_path: Path, capsys: pytest.Captu
 def test_the_committed_suite_json_renders_again(committed: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert suite.main(["report", str(committed)]) == 0
     assert "IQM over tasks and seeds" in capsys.readouterr().out
+
+
+def test_a_report_of_some_memories_aggregates_the_tasks_they_all_ran(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without the GRU (which ran MiniGrid at version 3 only) the aggregate covers more tasks; the GRU's rows go."""
+    committed = Path(__file__).parents[2] / "docs" / "results" / "suite" / "full_v4_loguniform_with_gru.json"
+    assert suite.main(["report", str(committed)]) == 0
+    every = capsys.readouterr().out
+    assert suite.main(["report", str(committed), "--memories", "fast-weights", "lstm", "mlp"]) == 0
+    some = capsys.readouterr().out
+    assert "| gru |" in every and "| gru |" not in some
+    assert "| fast-weights |" in some and "| lstm |" in some
