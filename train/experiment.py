@@ -126,9 +126,9 @@ def stop_error(error: ValueError, model: BaseAlgorithm, save_dir: Path, algo: st
 def write_error(error: OSError, model: BaseAlgorithm, save_dir: Path, algo: str) -> CLIError:
     """The one-line :class:`CLIError` for a run that could not write (disk full, a read-only folder): saves are
     atomic, so the files saved before are whole."""
-    where = f" {error.filename}" if error.filename else ""
+    where = error.filename or f"in {save_dir} or its TensorBoard folder"
     return CLIError(
-        f"cannot write{where}: {error.strerror or error}. Training stopped at step {model.num_timesteps}; "
+        f"cannot write {where}: {error.strerror or error}. Training stopped at step {model.num_timesteps}; "
         f"{runs.newest_note(save_dir, algo)}"
     )
 
