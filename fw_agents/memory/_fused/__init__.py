@@ -82,6 +82,9 @@ def load() -> Any:
             library = build_dir / f"{name}.so"
             if not _load_library(library):  # none yet, or one left half-written by a killed build
                 with _build_lock(build_dir):
+                    if _load_library(library):  # another process built it while this one waited for the lock
+                        _module = th.ops.fw_agents_fused
+                        return _module
                     # An unusable library is built anew, not taken as up to date by torch's build; under another name,
                     # since this process has opened the old one's path (a second dlopen of it would return that).
                     build_name = name
