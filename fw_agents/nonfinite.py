@@ -101,8 +101,10 @@ class CheckFiniteVecEnv(VecCheckNan):
         if self.num_timesteps is not None:
             self.num_timesteps += self.num_envs  # as the algorithm counts it once the step returns
         observations, rewards, dones, infos = self._env_call("step", super().step_wait)
+        if self.max_episode_steps is None:  # training: rollouts end by themselves, nothing to count
+            return observations, rewards, dones, infos
         self.episode_steps = np.where(dones, 0, self.episode_steps + 1)
-        if self.max_episode_steps is not None and (self.episode_steps >= self.max_episode_steps).any():
+        if (self.episode_steps >= self.max_episode_steps).any():
             env = int(np.argmax(self.episode_steps >= self.max_episode_steps))
             raise EnvError(
                 f"an episode of {self.name} {env} ran {self.max_episode_steps} steps without ending; episodes must "

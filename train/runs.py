@@ -151,24 +151,28 @@ def load_vecnormalize(path: str | Path, venv: VecEnv) -> VecNormalize:
     return statistics
 
 
-def safe_objects(model_path: Path, venv: VecEnv, algo_class: type[BaseAlgorithm], policy_class: type | None,
-                 hyperparams: dict[str, Any], policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+def safe_objects(model_path: Path, venv: VecEnv, algo_class: type[BaseAlgorithm], policy: str | None,
+                 hyperparams: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """SB3's ``custom_objects`` for ``load``: a stand-in, from the run's config and env, for every pickled item of the
-    model file, so that none is unpickled (its weights are read by ``torch.load(weights_only=True)``). A pickled item
-    they cannot stand in for is a :class:`CLIError` that names it and ``--trust-pickle``."""
-    from train.spec import algorithm_arguments, to_schedule
+    model file, so that none is unpickled (its weights are read by ``torch.load(weights_only=True)``); ``policy``: the
+    run's ``--policy`` choice, or a policy class rl-zoo3 names. A pickled item they cannot stand in for is a
+    :class:`CLIError` that names it and ``--trust-pickle``."""
+    from train.spec import algorithm_arguments, policy_class_for, policy_kwargs_for, to_schedule
 
-    if policy_class is not None:  # the algorithm completes them as it did in the run (A2C adds its RMSprop)
-        taken = algorithm_arguments(algo_class)
-        arguments = {key: to_schedule(value) for key, value in hyperparams.items() if key in taken}
-        policy_kwargs = algo_class(policy_class, venv, policy_kwargs=policy_kwargs, _init_setup_model=False,
+    taken = algorithm_arguments(algo_class)
+    arguments = {key: to_schedule(value) for key, value in hyperparams.items() if key in taken}
+    policy_class = policy_kwargs = None
+    if policy is not None:  # its keyword arguments completed by the algorithm as in the run (A2C adds its RMSprop)
+        policy_class = policy_class_for(policy, venv, algo_class)
+        kwargs = policy_kwargs_for(policy_class, hyperparams.get("policy_kwargs"))
+        policy_kwargs = algo_class(policy_class, venv, policy_kwargs=kwargs, _init_setup_model=False,
                                    **arguments).policy_kwargs  # fmt: skip
 
     with zipfile.ZipFile(model_path) as archive:
         data = json.loads(archive.read("data"))
     pickled = sorted(key for key, value in data.items() if isinstance(value, dict) and ":serialized:" in value)
-    schedules = {key: to_schedule(hyperparams[key]) for key in ("learning_rate", "clip_range", "clip_range_vf")
-                 if hyperparams.get(key) is not None}  # fmt: skip
+    schedules = {key: arguments[key] for key in ("learning_rate", "clip_range", "clip_range_vf")
+                 if arguments.get(key) is not None}  # fmt: skip
     known = {
         "observation_space": venv.observation_space, "action_space": venv.action_space, "policy_class": policy_class,
         "policy_kwargs": policy_kwargs, "lr_schedule": lambda _: 0.0, "learning_rate": 7e-4, "clip_range": 0.2,
@@ -195,7 +199,7 @@ def load_run_model(
     updating) or to evaluate (frozen, raw rewards). No code in the files runs (:func:`safe_objects`; ``policy``: the
     run's ``--policy`` choice, or a policy class rl-zoo3 names) unless ``trust_pickle``. A missing, corrupt,
     mismatched or untrusted file is a :class:`CLIError`."""
-    from train.spec import make_env, policy_class_for, policy_kwargs_for
+    from train.spec import make_env
 
     normalize = hyperparams.get("normalize") or False
     stats = (stats_path or vecnormalize_path(model_path)) if normalize else None
@@ -203,11 +207,7 @@ def load_run_model(
         raise CLIError(f"the run normalises observations but {stats} is missing")
     venv = make_env(env_id, n_envs, seed, hyperparams.get("env_kwargs"), normalize, stats, training)
     try:
-        objects = {}
-        if not trust_pickle:
-            policy_class = None if policy is None else policy_class_for(policy, venv, algo_class)
-            kwargs = None if policy_class is None else policy_kwargs_for(policy_class, hyperparams.get("policy_kwargs"))
-            objects = safe_objects(model_path, venv, algo_class, policy_class, hyperparams, kwargs)
+        objects = {} if trust_pickle else safe_objects(model_path, venv, algo_class, policy, hyperparams)
         model = algo_class.load(str(model_path), env=venv, device=device, custom_objects=objects, **load_kwargs)
     except CLIError:
         venv.close()

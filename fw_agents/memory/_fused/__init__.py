@@ -82,33 +82,38 @@ def load() -> Any:
             library = build_dir / f"{name}.so"
             if not _load_library(library):  # none yet, or one left half-written by a killed build
                 with _build_lock(build_dir):
-                    if _load_library(library):  # another process built it while this one waited for the lock
-                        _module = th.ops.fw_agents_fused
-                        return _module
-                    # An unusable library is built anew, not taken as up to date by torch's build; under another name,
-                    # since this process has opened the old one's path (a second dlopen of it would return that).
-                    build_name = name
-                    if library.exists():
-                        library.replace(library.with_name(library.name + ".unusable"))
-                        build_name = f"{name}_rebuilt"
-                    print("compiling the fused fast-weights op (first use, cached)…", file=sys.stderr, flush=True)
-                    start = time.perf_counter()
-                    cpp_extension.load(
-                        build_name,
-                        [str(SOURCE)],
-                        extra_cflags=list(CFLAGS),
-                        build_directory=str(build_dir),
-                        verbose=False,
-                        is_python_module=False,  # the source registers torch.ops.fw_agents_fused.* itself
-                    )
-                    if build_name != name:  # where the next process looks for it
-                        (build_dir / f"{build_name}.so").replace(library)
-                    seconds = time.perf_counter() - start
-                    print(f"compiled the fused fast-weights op in {seconds:.1f} s ({build_dir})", file=sys.stderr)
+                    if not _load_library(library):  # unless another process built it while this one waited
+                        _build(name, build_dir, library)
             _module = th.ops.fw_agents_fused
         except Exception as error:  # no compiler, failed build, unwritable folder: the PyTorch paths still work
             _load_error = f"{type(error).__name__}: {str(error).strip()[-500:]}"
         return _module
+
+
+def _build(name: str, build_dir: Path, library: Path) -> None:
+    """Compile the op into ``library`` (holding the build lock). An unusable library there is moved aside and built
+    anew, not taken as up to date by torch's build; under another name, since this process has opened the old one's
+    path (a second dlopen of it would return that), then moved to where the next process looks for it."""
+    from torch.utils import cpp_extension
+
+    build_name = name
+    if library.exists():
+        library.replace(library.with_name(library.name + ".unusable"))
+        build_name = f"{name}_rebuilt"
+    print("compiling the fused fast-weights op (first use, cached)…", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    cpp_extension.load(
+        build_name,
+        [str(SOURCE)],
+        extra_cflags=list(CFLAGS),
+        build_directory=str(build_dir),
+        verbose=False,
+        is_python_module=False,  # the source registers torch.ops.fw_agents_fused.* itself
+    )
+    if build_name != name:
+        (build_dir / f"{build_name}.so").replace(library)
+    seconds = time.perf_counter() - start
+    print(f"compiled the fused fast-weights op in {seconds:.1f} s ({build_dir})", file=sys.stderr)
 
 
 def _load_library(library: Path) -> bool:
