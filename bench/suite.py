@@ -25,7 +25,8 @@ import re
 import statistics
 import sys
 import warnings
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import numpy as np
 from fw_agents.registry import memory_names
 from train import grid as grids
 from train import runs as runs_
-from train.cli import ArgumentParser, CLIError, load_yaml, run_cli, seed_int
+from train.cli import ArgumentParser, CLIError, check_json_path, load_yaml, run_cli, seed_int
 from train.spec import RunSpec
 
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
@@ -243,10 +244,16 @@ def read_run(task: Task, run: Path) -> tuple[dict[str, Any], float, Curve | None
     return config, float(final), None if scalars is None else (scalars.steps, scalars.values)
 
 
-def collect(out_dir: Path) -> tuple[list[CellResult], dict[str, Curve], list[str]]:
+def collect(
+    out_dir: Path, zeros: Mapping[str, float] | None = None
+) -> tuple[list[CellResult], dict[str, Curve], list[str]]:
     """Every finished cell under ``out_dir`` (``<task>/<memory>-s<seed>``) scored, the normalised curves by run
     folder (each run's TensorBoard log is read once, for the steps to 0.9 and for the plot), and the tasks that
-    could not be scored (a measured zero without memoryless runs)."""
+    could not be scored (a measured zero without memoryless runs).
+
+    :param zeros: a measured zero per task, for the tasks whose memoryless runs are not in ``out_dir`` (those of
+        another suite of the same version: :func:`run_report`); the folder's own runs come first.
+    """
     results: list[CellResult] = []
     curves: dict[str, Curve] = {}
     unscored: list[str] = []
@@ -260,10 +267,10 @@ def collect(out_dir: Path) -> tuple[list[CellResult], dict[str, Curve], list[str
             if read is not None:
                 found[run] = read
         memoryless = [final for run, (_, final, _) in found.items() if run.name.rsplit("-s", 1)[0] == MEMORYLESS]
-        if found and task.memoryless_return is None and not memoryless:
+        zero = statistics.fmean(memoryless) if memoryless else (zeros or {}).get(task.name)
+        if found and task.memoryless_return is None and zero is None:
             unscored.append(task.name)
             continue
-        zero = statistics.fmean(memoryless) if memoryless else None
         for run, (config, final, raw_curve) in found.items():
             curve = None if raw_curve is None else (raw_curve[0], task.normalise(raw_curve[1], zero))
             reached = None
@@ -463,29 +470,33 @@ def plot_aggregate(totals: dict[str, dict[str, float]], out: Path) -> None:
     plt.close(fig)
 
 
+def payload(results: Sequence[CellResult], unscored: Sequence[str], manifest: Mapping[str, Any]) -> tuple[str, Any]:
+    """The report's table (markdown) and its JSON (``manifest`` first: the suite's version and profile)."""
+    table, groups = render(results)
+    if unscored:
+        table += f"\nNot scored (no {MEMORYLESS} runs to set their zero): {', '.join(unscored)}.\n"
+    return table, {
+        **manifest,
+        "aggregate": groups["all"],
+        "aggregates": groups,
+        "unscored_tasks": list(unscored),
+        "summary": summary(results),
+        "runs": [asdict(r) for r in results],
+    }
+
+
 def write_report(out_dir: Path, memories: Sequence[str] | None = None) -> None:
     results, curves, unscored = collect(out_dir)
     results = [r for r in results if memories is None or r.memory in memories]
     if not results:
         raise CLIError(f"no finished suite runs under {out_dir}")
-    table, groups = render(results)
-    totals, rows = groups["all"], summary(results)
     manifest_path = out_dir / "suite-manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    payload = {
-        **manifest,
-        "aggregate": totals,
-        "aggregates": groups,
-        "unscored_tasks": unscored,
-        "summary": rows,
-        "runs": [asdict(r) for r in results],
-    }
-    (out_dir / "suite.json").write_text(json.dumps(payload, indent=2) + "\n")
-    if unscored:
-        table += f"\nNot scored (no {MEMORYLESS} runs to set their zero): {', '.join(unscored)}.\n"
+    table, report = payload(results, unscored, manifest)
+    (out_dir / "suite.json").write_text(json.dumps(report, indent=2) + "\n")
     (out_dir / "suite.md").write_text(table)
     plot_curves(results, curves, out_dir / "curves.png")
-    plot_aggregate(totals, out_dir / "aggregate.png")
+    plot_aggregate(report["aggregate"], out_dir / "aggregate.png")
     print(table)
     print(f"wrote {out_dir / 'suite.json'}, suite.md, curves.png and aggregate.png")
 
@@ -496,24 +507,57 @@ def render(results: Sequence[CellResult]) -> tuple[str, dict[str, Any]]:
     return markdown(summary(results), groups["all"], groups), groups
 
 
+def read_suite_json(source: Path) -> tuple[dict[str, Any], list[CellResult]]:
+    """A suite JSON file (as the report writes it; the committed ones in docs/results/suite): its manifest, its runs."""
+    try:
+        data = json.loads(source.read_text())
+        results = [CellResult(**{key: run[key] for key in CellResult.__dataclass_fields__}) for run in data["runs"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CLIError(f"{source} is neither a suite's folder nor its suite.json ({error})") from None
+    return {key: data[key] for key in ("suite_version", "profile") if key in data}, results
+
+
 def run_report(args: argparse.Namespace) -> int:
-    """A suite's folder: score its runs and write the report there. Suite JSON files (as the report writes them, the
-    committed ones in docs/results/suite included): their runs, together, rendered again (curves need the runs)."""
-    if len(args.sources) == 1 and Path(args.sources[0]).is_dir():
-        write_report(Path(args.sources[0]), args.memories)
+    """A suite's folder: score its runs and write the report there. Several sources (suite folders and suite JSON
+    files): their runs together, printed, and with ``--json`` written there. A folder's runs of a task scored
+    against memoryless runs that the folder lacks take their zero from the memoryless runs of the JSON files
+    (another suite of the same version: a memory run later, beside a suite that has the memoryless runs)."""
+    sources = [Path(source) for source in args.sources]
+    if len(sources) == 1 and sources[0].is_dir() and args.json is None:
+        write_report(sources[0], args.memories)
         return 0
-    results = []
-    for source in map(Path, args.sources):
-        try:
-            runs_in = json.loads(source.read_text())["runs"]
-            results += [CellResult(**{key: run[key] for key in CellResult.__dataclass_fields__}) for run in runs_in]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CLIError(f"{source} is neither a suite's folder nor its suite.json ({error})") from None
+    check_json_path(args.json)
+    manifest, results = {}, []
+    for source in (s for s in sources if not s.is_dir()):
+        source_manifest, source_results = read_suite_json(source)
+        manifest, results = {**source_manifest, **manifest}, results + source_results
+    if manifest.get("suite_version", SUITE_VERSION) != SUITE_VERSION and any(s.is_dir() for s in sources):
+        raise CLIError(f"the JSON files are of suite version {manifest['suite_version']}, this suite's is "
+                       f"{SUITE_VERSION}: their memoryless runs cannot score its folders")  # fmt: skip
+    by_task: dict[str, list[float]] = {}
+    for r in results:
+        if r.memory == MEMORYLESS:
+            by_task.setdefault(r.task, []).append(r.final_return)
+    zeros = {task: statistics.fmean(finals) for task, finals in by_task.items()}
+    unscored: list[str] = []
+    for folder in (s for s in sources if s.is_dir()):
+        folder_results, _, folder_unscored = collect(folder, zeros)
+        results, unscored = results + folder_results, unscored + folder_unscored
     results = [r for r in results if args.memories is None or r.memory in args.memories]
+    if not results:
+        raise CLIError(f"no finished suite runs in {', '.join(map(str, sources))}")
     unknown = sorted({r.task for r in results} - set(TASKS_BY_NAME))
     if unknown:
         raise CLIError(f"{', '.join(unknown)}: not tasks of suite version {SUITE_VERSION}")
-    print(render(results)[0])
+    counts = Counter(f"{r.task}/{r.memory}-s{r.seed}" for r in results)
+    repeated = sorted(run for run, count in counts.items() if count > 1)
+    if repeated:
+        raise CLIError(f"the same run in two sources: {', '.join(repeated)}")
+    table, report = payload(results, sorted(set(unscored)), {"suite_version": SUITE_VERSION, **manifest})
+    print(table)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -536,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("sources", nargs="+", metavar="DIR|SUITE.json", help="a suite's folder, or suite JSON files")
     report.add_argument("--memories", nargs="+", choices=list(MEMORIES_BY_NAME), help="only these memories' runs (the "
                         "aggregate then covers every task they all ran)")  # fmt: skip
+    report.add_argument("--json", type=Path, metavar="OUT.json", help="write the report of several sources there")
     report.set_defaults(func=run_report)
     return parser
 

@@ -125,10 +125,29 @@ def test_quick_suite_runs_resumes_and_reports(
     assert "| catch | fast-weights |" in capsys.readouterr().out
 
     # Without its memoryless runs, a task scored against them is named as not scored; the others still are.
+    earlier = tmp_path / "earlier.json"
+    shutil.copy(tmp_path / "suite.json", earlier)
     shutil.rmtree(tmp_path / "bandit" / "mlp-s0")
     assert suite.main(["report", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "suite.json").read_text())
     assert report["unscored_tasks"] == ["bandit"] and {run["task"] for run in report["runs"]} == {"tmaze", "catch"}
+
+    # A folder reported beside a suite's JSON takes the zero of the JSON's memoryless runs (a memory run later,
+    # beside the suite that has them); a run in both is refused.
+    later = tmp_path / "later"
+    (later / "bandit").mkdir(parents=True)
+    shutil.move(tmp_path / "bandit" / "fast-weights-s0", later / "bandit" / "fast-weights-s0")
+    earlier_runs = json.loads(earlier.read_text())["runs"]
+    only_mlp = {**json.loads(earlier.read_text()), "runs": [r for r in earlier_runs if r["memory"] == "mlp"]}
+    (tmp_path / "mlp.json").write_text(json.dumps(only_mlp))
+    merged = tmp_path / "merged.json"
+    assert suite.main(["report", str(tmp_path / "mlp.json"), str(later), "--json", str(merged)]) == 0
+    bandit = {r["memory"]: r for r in json.loads(merged.read_text())["runs"] if r["task"] == "bandit"}
+    assert bandit["fast-weights"]["score"] == pytest.approx(runs["bandit", "fast-weights"]["score"])
+    assert json.loads(merged.read_text())["suite_version"] == suite.SUITE_VERSION
+    capsys.readouterr()
+    assert suite.main(["report", str(earlier), str(later)]) == 2
+    assert "the same run in two sources: bandit/fast-weights-s0" in capsys.readouterr().err
 
 
 def result(task: str, memory: str, seed: int, score: float) -> suite.CellResult:
