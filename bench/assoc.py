@@ -38,11 +38,11 @@ from fw_agents.registry import MEMORY_CORES, memory_names
 from train.cli import (
     ArgumentParser,
     check_json_path,
+    cli_main,
     float_in,
     int_at_least,
     positive_float,
     positive_int,
-    run_cli,
     seed_int,
 )
 
@@ -334,9 +334,8 @@ def run_assoc(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return run_cli(build_parser(), run_assoc, argv)
+#: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+main = cli_main(build_parser, run_assoc)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from bench import speed_models
-from train.cli import ArgumentParser, CLIError, positive_int, run_cli, seed_int
+from train.cli import ArgumentParser, CLIError, cli_main, positive_int, seed_int
 
 
 # --- envs ---------------------------------------------------------------------------------------------------
@@ -100,9 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return run_cli(build_parser(), lambda args: args.func(args), argv)
+#: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+main = cli_main(build_parser, lambda args: args.func(args))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import numpy as np
 from fw_agents.registry import memory_names
 from train import grid as grids
 from train import runs as runs_
-from train.cli import ArgumentParser, CLIError, check_json_path, load_yaml, run_cli, seed_int
+from train.cli import ArgumentParser, CLIError, check_json_path, cli_main, load_yaml, seed_int
 from train.spec import RunSpec
 
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
@@ -585,9 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return run_cli(build_parser(), lambda args: int(args.func(args)), argv)
+#: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+main = cli_main(build_parser, lambda args: int(args.func(args)))
 
 
 if __name__ == "__main__":

@@ -107,6 +107,19 @@ def run_cli(
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
+def cli_main(
+    build_parser: Callable[[], argparse.ArgumentParser], command: Callable[[argparse.Namespace], int]
+) -> Callable[..., int]:
+    """A command line's ``main(argv=None)``: :func:`run_cli` of a fresh parser on ``argv`` (default:
+    ``sys.argv[1:]``), returning the exit status."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run_cli(build_parser(), command, argv)
+
+    main.__doc__ = cli_main.__doc__
+    return main
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the signal arrives (:func:`terminate`), so that a command stops and saves as for Ctrl-C;
     it exits with 128 + ``signum`` (143), as a shell reports a process ended by the signal."""

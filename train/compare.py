@@ -37,7 +37,7 @@ from typing import Any
 from fw_agents.registry import memory_names
 from train import grid
 from train import runs as runs_
-from train.cli import ArgumentParser, CLIError, check_json_path, float_in, run_cli, seed_int
+from train.cli import ArgumentParser, CLIError, check_json_path, cli_main, float_in, seed_int
 from train.spec import ALGORITHMS
 
 SUCCESS_TAG = "eval/success_rate"
@@ -226,9 +226,8 @@ def dispatch(args: argparse.Namespace) -> int:
     return int(args.func(args))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return run_cli(build_parser(), dispatch, argv)
+#: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+main = cli_main(build_parser, dispatch)
 
 
 if __name__ == "__main__":

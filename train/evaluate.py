@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-from collections.abc import Sequence
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from train.cli import (
     add_threads_argument,
     check_int,
     check_output_path,
+    cli_main,
     load_yaml,
-    run_cli,
     seed_int,
 )
 from train.experiment import EVAL_EPISODE_STEPS, evaluate
@@ -168,12 +168,9 @@ def run_evaluation(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return run_cli(build_parser(), run_evaluation, argv)
+#: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+main = cli_main(build_parser, run_evaluation)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from train import runs as runs_  # noqa: E402
-from train.cli import ArgumentParser, CLIError, check_output_path, positive_int, run_cli  # noqa: E402
+from train.cli import ArgumentParser, CLIError, check_output_path, cli_main, positive_int  # noqa: E402
 
 
 def collect(runs: Sequence[Path], tag: str) -> dict[str, dict[str, list[tuple[np.ndarray, np.ndarray]]]]:
@@ -99,9 +99,8 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return run_cli(build_parser(), run_plot, argv)
+#: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+main = cli_main(build_parser, run_plot)
 
 
 if __name__ == "__main__":

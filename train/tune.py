@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from fw_agents.registry import memory_names
 from train import grid, runs
-from train.cli import ArgumentParser, CLIError, positive_int, run_cli, seed_int
+from train.cli import ArgumentParser, CLIError, cli_main, positive_int, seed_int
 from train.spec import ALGORITHMS, RunSpec, merge, resolve_env_id
 
 #: Training options the tuner sets for each trial -> the tuner's option for them.
@@ -344,9 +344,8 @@ def run_tune(args: argparse.Namespace) -> int:
     return status
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    return run_cli(build_parser(), run_tune, argv)
+#: Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+main = cli_main(build_parser, run_tune)
 
 
 if __name__ == "__main__":
