@@ -150,6 +150,8 @@ def test_quick_suite_runs_resumes_and_reports(
     assert bandit["fast-weights"]["score"] == pytest.approx(runs["bandit", "fast-weights"]["score"])
     assert json.loads(merged.read_text())["suite_version"] == suite.SUITE_VERSION
     capsys.readouterr()
+    assert suite.main(["report", str(later)]) == 2  # alone, it has no zero: the message says what to run
+    assert f"report SUITE.json {later}" in capsys.readouterr().err
     assert suite.main(["report", str(earlier), str(later)]) == 2
     assert "the same run in two sources: bandit/fast-weights-s0" in capsys.readouterr().err
 
