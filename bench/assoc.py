@@ -24,7 +24,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,12 @@ from fw_agents.memory import FastWeightsRNN, MemoryCore
 from fw_agents.registry import MEMORY_CORES, memory_names
 from train.cli import (
     ArgumentParser,
+    CLIError,
     check_json_path,
     cli_main,
     float_in,
     int_at_least,
+    parse_assignments,
     positive_float,
     positive_int,
     seed_int,
@@ -105,18 +107,24 @@ def make_splits(train_size: int, val_size: int, test_size: int, num_pairs: int, 
 
 
 # --- model --------------------------------------------------------------------------------------------------
+#: Options of the fast-weights core that have their own flags (``--decay-rate`` ...), not ``--core-kwargs``.
+FLAG_OPTIONS = ("decay_rate", "fast_learning_rate", "layer_norm", "inner_steps", "compute_path")
+
+
 def build_core(
     model: str,
     hidden_size: int,
     decay_rate: float = 0.95,
-    fast_learning_rate: float = 0.5,
+    fast_learning_rate: float | str = 0.5,
     layer_norm: bool = True,
     inner_steps: int = 1,
     compute_path: str = "auto",
+    core_kwargs: dict[str, Any] | None = None,
 ) -> MemoryCore:
     """The memory core for ``model`` (one of :func:`models`) over one-hot inputs of size 37: a registered memory's
     core with the core's own defaults (the paper's cell for fast weights, whose options are the ones given here),
-    or the IRNN."""
+    or the IRNN. ``core_kwargs``: any other option of the core (:func:`check_core_kwargs`), e.g. the policies'
+    gated cell: ``gated=True, learn_rates=True, layer_norm_gain=0.3`` with ``fast_learning_rate="balanced"``."""
     if model == IRNN:
         # η = 0 never writes A, and without layer norm the inner loop is relu(W h + C x): an IRNN.
         return FastWeightsRNN(
@@ -133,7 +141,21 @@ def build_core(
             layer_norm=layer_norm,
             compute_path=compute_path,
         )
-    return MEMORY_CORES[model](VOCAB_SIZE, hidden_size, **options)
+    return MEMORY_CORES[model](VOCAB_SIZE, hidden_size, **options, **check_core_kwargs(model, core_kwargs or {}))
+
+
+def check_core_kwargs(model: str, core_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``core_kwargs`` if each is an option of ``model``'s core without a flag of its own, else :class:`CLIError`."""
+    allowed = [] if model == IRNN else [
+        name for name in MEMORY_CORES[model].option_names() if name not in (*FLAG_OPTIONS, "dropout")
+    ]  # fmt: skip
+    for name in core_kwargs:
+        if name in FLAG_OPTIONS:
+            raise CLIError(f"--core-kwargs: give {name} by its flag --{name.replace('_', '-')}")
+        if name not in allowed:
+            takes = f"its options: {allowed}" if allowed else "it takes none"
+            raise CLIError(f"--core-kwargs: {name!r} is not an option of --model {model}; {takes}")
+    return core_kwargs
 
 
 class RetrievalClassifier(nn.Module):
@@ -182,10 +204,11 @@ class TrainConfig:
     hidden_size: int = 20
     num_pairs: int = 4
     decay_rate: float = 0.95
-    fast_learning_rate: float = 0.5
+    fast_learning_rate: float | str = 0.5
     layer_norm: bool = True
     inner_steps: int = 1
     compute_path: str = "auto"
+    core_kwargs: dict[str, Any] = field(default_factory=dict)
     head_size: int = 100
     train_size: int = 100_000
     val_size: int = 10_000
@@ -213,6 +236,7 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
         config.layer_norm,
         config.inner_steps,
         config.compute_path,
+        config.core_kwargs,
     )
     model = RetrievalClassifier(core, config.head_size)
     optimizer = th.optim.Adam(model.parameters(), lr=config.lr)
@@ -273,6 +297,17 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
 
 
 # --- command line -------------------------------------------------------------------------------------------
+def fast_learning_rate(text: str) -> float | str:
+    """argparse type of ``--fast-learning-rate``: a finite η >= 0, or ``balanced``."""
+    try:
+        return text if text == "balanced" else float_in(0.0)(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (or 'balanced')") from None
+
+
+fast_learning_rate.__name__ = "float"  # argparse names the type in its messages
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m bench.assoc", description=__doc__.splitlines()[0])
     defaults = TrainConfig()
@@ -286,13 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fast-learning-rate",
-        type=float_in(0.0),
+        type=fast_learning_rate,
         default=defaults.fast_learning_rate,
-        help="η (default: 0.5; 0 = the ablation 'no fast weights')",
+        help="η (default: 0.5; 0 = the ablation 'no fast weights'; balanced: 2(1−λ)/R)",
     )
     parser.add_argument("--no-layer-norm", dest="layer_norm", action="store_false", help="fast weights without LN")
     parser.add_argument("--inner-steps", type=positive_int, default=defaults.inner_steps, help="S (default: 1)")
     parser.add_argument("--compute-path", choices=("auto", "explicit", "attention"), default=defaults.compute_path)
+    parser.add_argument(
+        "--core-kwargs", nargs="+", metavar="KEY=VALUE", help="other options of the core, e.g. the fast-weights "
+        "policies' cell: gated=true learn_rates=true layer_norm_gain=0.3 (with --fast-learning-rate balanced)"
+    )  # fmt: skip
     parser.add_argument(
         "--head-size", type=int_at_least(0), default=defaults.head_size, help="ReLU units of the head (0: linear)"
     )
@@ -318,7 +357,14 @@ def run_assoc(args: argparse.Namespace) -> int:
     """Train and report one configuration (``--json``: also write every number)."""
     check_json_path(args.json)
     fields = TrainConfig.__dataclass_fields__
-    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    core_kwargs = parse_assignments(args.core_kwargs, "--core-kwargs")
+    values = {k: v for k, v in vars(args).items() if k in fields and k != "core_kwargs"}
+    config = TrainConfig(**values, core_kwargs=check_core_kwargs(args.model, core_kwargs))
+    try:  # the core's own checks of the options' values, before the data are drawn
+        build_core(config.model, config.hidden_size, config.decay_rate, config.fast_learning_rate, config.layer_norm,
+                   config.inner_steps, config.compute_path, config.core_kwargs)  # fmt: skip
+    except (TypeError, ValueError) as error:
+        raise CLIError(f"cannot build the {config.model} core: {error}") from None
     if MEMORY_CORES.get(config.model) is not FastWeightsRNN and (
         config.fast_learning_rate != 0.5 or config.decay_rate != 0.95
     ):

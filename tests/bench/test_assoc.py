@@ -24,6 +24,7 @@ from bench.assoc import (
     models,
     train,
 )
+from fw_agents.registry import get_memory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,6 +100,31 @@ def test_tiny_training_run_writes_json(tmp_path: Path, capsys: pytest.CaptureFix
     assert "test error" in capsys.readouterr().out
 
 
+def test_core_kwargs_build_the_policies_cell(tmp_path: Path) -> None:
+    """``--core-kwargs`` with ``--fast-learning-rate balanced``: the cell the fast-weights policies build by default,
+    recorded in the JSON."""
+    policy_cell = dict(get_memory("fast-weights").policies["Mlp"].default_memory_kwargs)
+    cell = {name: value for name, value in policy_cell.items() if name != "fast_learning_rate"}
+    th.manual_seed(0)
+    core = build_core("fast-weights", 8, fast_learning_rate=policy_cell["fast_learning_rate"], core_kwargs=cell)
+    th.manual_seed(0)
+    policies_core = type(core)(37, 8, **policy_cell)
+    assert (
+        core.state_dict().keys()
+        == policies_core.state_dict().keys()
+        != build_core("fast-weights", 8).state_dict().keys()
+    )
+    for name, value in core.state_dict().items():
+        th.testing.assert_close(value, policies_core.state_dict()[name])
+    out = tmp_path / "r.json"
+    flags = [f"{name}={str(value).lower()}" for name, value in cell.items()]
+    argv = ["--train-size", "64", "--val-size", "32", "--test-size", "32", "--epochs", "1", "--hidden-size", "8"]
+    argv += ["--fast-learning-rate", "balanced", "--core-kwargs", *flags, "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    config = json.loads(out.read_text())["config"]
+    assert config["core_kwargs"] == cell and config["fast_learning_rate"] == "balanced"
+
+
 def test_fast_weights_learn_a_single_pair_quickly() -> None:
     """K = 1 needs only the value to be carried: a few hundred updates solve it."""
     config = TrainConfig(
@@ -117,6 +143,11 @@ def test_fast_weights_learn_a_single_pair_quickly() -> None:
         ["--decay-rate", "0"],
         ["--decay-rate", "1.5"],
         ["--fast-learning-rate", "-1"],
+        ["--fast-learning-rate", "bal"],
+        ["--core-kwargs", "foo=1"],
+        ["--core-kwargs", "decay_rate=0.9"],
+        ["--core-kwargs", "gated=maybe"],
+        ["--model", "gru", "--core-kwargs", "gated=true"],
         ["--lr", "0"],
         ["--epochs", "x"],
         ["--json", "/nonexistent-folder/r.json"],
