@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import sys
 import time
@@ -46,6 +45,7 @@ from train.cli import (
     positive_float,
     positive_int,
     seed_int,
+    write_json,
 )
 
 N_LETTERS = 26
@@ -375,8 +375,7 @@ def run_assoc(args: argparse.Namespace) -> int:
         f"(best val {100 * results['best_val_error']:.2f}% at epoch {results['best_epoch']}, "
         f"{results['train_seconds']:.0f}s)"
     )
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return 0
 
 

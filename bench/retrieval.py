@@ -15,7 +15,6 @@ seeded ``--seed``, ``--seed`` + 1, ...
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,16 @@ import gymnasium as gym
 import numpy as np
 
 from envs.associative_retrieval import N_DIGITS, N_LETTERS, AssociativeRetrievalEnv
-from train.cli import ArgumentParser, CLIError, add_threads_argument, check_json_path, cli_main, positive_int, seed_int
+from train.cli import (
+    ArgumentParser,
+    CLIError,
+    add_threads_argument,
+    check_json_path,
+    cli_main,
+    positive_int,
+    seed_int,
+    write_json,
+)
 from train.evaluate import load_run
 
 
@@ -99,8 +107,7 @@ def run_retrieval(args: argparse.Namespace) -> int:
             f"{result['bag_of_values_success']:.3f}"
         )
         results.append(result)
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return 0
 
 

@@ -18,7 +18,6 @@ absolute numbers on a shared machine mean little.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import sys
@@ -34,7 +33,7 @@ from torch import nn
 
 from fw_agents.memory import FastWeightsRNN
 from fw_agents.registry import MEMORY_CORES, get_memory, memory_names
-from train.cli import check_json_path, positive_int, seed_int
+from train.cli import check_json_path, positive_int, seed_int, write_json
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
@@ -56,11 +55,6 @@ def add_ratios(
             ref = reference[metric]["median"] if isinstance(reference[metric], dict) else reference[metric]
             value = row[metric]["median"] if isinstance(row[metric], dict) else row[metric]
             row[f"{metric}_ratio"] = value / ref if ref else float("nan")
-
-
-def write_json(path: Path | None, payload: dict[str, Any]) -> None:
-    if path is not None:
-        path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def start_run(args: argparse.Namespace, subcommand: str) -> bool:

@@ -36,7 +36,7 @@ import numpy as np
 from fw_agents.registry import memory_names
 from train import grid as grids
 from train import runs as runs_
-from train.cli import ArgumentParser, CLIError, check_json_path, cli_main, load_yaml, seed_int
+from train.cli import ArgumentParser, CLIError, check_json_path, cli_main, load_yaml, seed_int, write_json
 from train.spec import RunSpec
 
 #: Bumped whenever a task, budget, hyperparameter or score constant changes: results of two versions differ.
@@ -504,7 +504,7 @@ def write_report(out_dir: Path, memories: Sequence[str] | None = None) -> None:
     manifest_path = out_dir / "suite-manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     table, report = payload(results, unscored, manifest)
-    (out_dir / "suite.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out_dir / "suite.json", report)
     (out_dir / "suite.md").write_text(table)
     plot_curves(results, curves, out_dir / "curves.png")
     plot_aggregate(report["aggregate"], out_dir / "aggregate.png")
@@ -567,7 +567,7 @@ def run_report(args: argparse.Namespace) -> int:
     table, report = payload(results, sorted(set(unscored)), {"suite_version": SUITE_VERSION, **manifest})
     print(table)
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 

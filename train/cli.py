@@ -10,6 +10,7 @@ a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -28,6 +29,7 @@ import torch as th
 import yaml
 from pydantic import ValidationError
 
+from fw_agents import atomic
 from fw_agents.memory.base import check_number as _library_check_number
 
 #: Seeds numpy accepts.
@@ -204,6 +206,13 @@ def check_json_path(path: Path | None) -> None:
         if not path.parent.is_dir():
             raise CLIError(f"--json: folder {str(path.parent)!r} does not exist")
         check_output_path(path, "--json", "file")
+
+
+def write_json(path: Path | None, payload: Any) -> None:
+    """``payload`` as indented JSON at ``path`` (None: nothing), written atomically (:mod:`fw_agents.atomic`): a kill
+    leaves the previous file whole."""
+    if path is not None:
+        atomic.write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _unwritable_folder(folder: Path) -> bool:

@@ -23,7 +23,6 @@ evaluation's success rate.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -37,7 +36,7 @@ from typing import Any
 from fw_agents.registry import memory_names
 from train import grid
 from train import runs as runs_
-from train.cli import ArgumentParser, CLIError, check_json_path, cli_main, float_in, seed_int
+from train.cli import ArgumentParser, CLIError, check_json_path, cli_main, float_in, seed_int, write_json
 from train.spec import ALGORITHMS
 
 SUCCESS_TAG = "eval/success_rate"
@@ -190,7 +189,7 @@ def run_table(args: argparse.Namespace) -> int:
     print(markdown(results, args.threshold, args.tag))
     if args.json:
         payload = {"threshold": args.threshold, "tag": args.tag, "runs": [asdict(r) for r in results]}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json(args.json, payload)
     return 0
 
 
