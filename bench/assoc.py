@@ -359,10 +359,12 @@ def run_assoc(args: argparse.Namespace) -> int:
     fields = TrainConfig.__dataclass_fields__
     core_kwargs = parse_assignments(args.core_kwargs, "--core-kwargs")
     values = {k: v for k, v in vars(args).items() if k in fields and k != "core_kwargs"}
-    config = TrainConfig(**values, core_kwargs=check_core_kwargs(args.model, core_kwargs))
-    try:  # the core's own checks of the options' values, before the data are drawn
+    config = TrainConfig(**values, core_kwargs=core_kwargs)
+    try:  # the option names (check_core_kwargs) and the core's own checks of their values, before the data are drawn
         build_core(config.model, config.hidden_size, config.decay_rate, config.fast_learning_rate, config.layer_norm,
                    config.inner_steps, config.compute_path, config.core_kwargs)  # fmt: skip
+    except CLIError:
+        raise
     except (TypeError, ValueError) as error:
         raise CLIError(f"cannot build the {config.model} core: {error}") from None
     if MEMORY_CORES.get(config.model) is not FastWeightsRNN and (
