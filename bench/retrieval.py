@@ -33,7 +33,7 @@ from train.cli import (
     seed_int,
     write_json,
 )
-from train.evaluate import load_run
+from train.evaluate import load_run, play_episode
 
 
 def bag_of_values_success(num_pairs: int) -> float:
@@ -54,24 +54,14 @@ def answers(run: str | Path, episodes: int, seed: int, deterministic: bool = Tru
         raise CLIError(f"{run} was trained on {settings['env_id']}, not an associative retrieval env")
     k = retrieval.num_pairs
     hits, counts, shown = np.zeros(k), np.zeros(k), 0
-    vec_normalize = model.get_vec_normalize_env()
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
         keys, values = retrieval.sequence[0 : 2 * k : 2], retrieval.sequence[1 : 2 * k : 2] - N_LETTERS
         queried = int(np.flatnonzero(keys == retrieval.sequence[-1])[0])
-        state, episode_start, done, reward, action = None, np.ones((1,), dtype=bool), False, 0.0, 0
-        while not done:
-            model_obs = vec_normalize.normalize_obs(obs) if vec_normalize is not None else obs
-            actions, state = model.predict(
-                model_obs[None], state=state, episode_start=episode_start, deterministic=deterministic
-            )
-            action = int(actions[0])
-            obs, reward, terminated, truncated, _ = env.step(action)
-            episode_start = np.zeros((1,), dtype=bool)
-            done = terminated or truncated
+        *_, (answer, reward) = play_episode(model, env, obs, deterministic)  # the last step answers
         hits[queried] += reward
         counts[queried] += 1
-        shown += action in values
+        shown += int(answer) in values
     env.close()
     return {
         "run": str(run),

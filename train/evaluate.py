@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,26 @@ def load_run(
     return loaded, venv, settings
 
 
+def play_episode(
+    model: BaseAlgorithm, env: gym.Env, obs: Any, deterministic: bool = True
+) -> Iterator[tuple[Any, float]]:
+    """Play the episode a plain (non-vectorised) ``env`` has just been reset to (``obs``: its first observation),
+    threading the memory state and passing observations through the model's frozen ``VecNormalize``, if any.
+
+    Yields each step's action and reward once the env has taken it, so that the caller can look at the env then: a
+    plain env keeps the state after the final step, which a VecEnv would have reset already.
+    """
+    vec_normalize = model.get_vec_normalize_env()
+    state, episode_start, done = None, np.ones((1,), dtype=bool), False
+    while not done:
+        model_obs = vec_normalize.normalize_obs(obs) if vec_normalize is not None else obs
+        action, state = model.predict(model_obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        episode_start = np.zeros((1,), dtype=bool)
+        done = terminated or truncated
+        yield action, float(reward)
+
+
 def record_episode(
     model: BaseAlgorithm,
     env_id: str,
@@ -90,29 +111,19 @@ def record_episode(
     seed: int,
     deterministic: bool = True,
 ) -> tuple[float, int]:
-    """Play one episode in an ``rgb_array`` env, threading the memory state, and write it as an animated GIF.
-
-    Runs a plain (non-vectorised) env so the last frame, after the final step, is kept (a VecEnv would have
-    reset already). Observations pass through the model's frozen ``VecNormalize``, if any.
-    """
+    """Play one episode in an ``rgb_array`` env (:func:`play_episode`: the last frame, after the final step, is
+    kept) and write it as an animated GIF."""
     # pygame-rendered envs (CartPole) need no display for rgb_array; without this SDL complains on headless hosts.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = gym.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     except (TypeError, ValueError, gym.error.Error) as error:
         raise CLIError(f"cannot record {env_id}: it does not render rgb_array frames ({error})") from None
-    vec_normalize = model.get_vec_normalize_env()
     obs, _ = env.reset(seed=seed)
     frames = [env.render()]
-    state, episode_start = None, np.ones((1,), dtype=bool)
-    episode_return, done = 0.0, False
-    while not done:
-        model_obs = vec_normalize.normalize_obs(obs) if vec_normalize is not None else obs
-        action, state = model.predict(model_obs, state=state, episode_start=episode_start, deterministic=deterministic)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        episode_start = np.zeros((1,), dtype=bool)
-        episode_return += float(reward)
-        done = terminated or truncated
+    episode_return = 0.0
+    for _, reward in play_episode(model, env, obs, deterministic):
+        episode_return += reward
         frames.append(env.render())
     fps = env.metadata.get("render_fps") or 4
     env.close()
