@@ -12,6 +12,7 @@ import pytest
 
 import envs  # noqa: F401  (registers the ids)
 from bench import suite
+from fw_agents.registry import memory_names
 from tests.envs.helpers import run_episode
 from tests.envs.minigrid_agents import OracleRusher, Scripted
 from train.cli import load_yaml
@@ -93,6 +94,18 @@ def test_grid_covers_the_profile_and_gives_every_memory_the_same_settings(tmp_pa
     assert not any(spec.save_dir.name.startswith("fast-weights-ln1") for spec in specs)
     named = suite.build_parser().parse_args(["run", "--out-dir", str(tmp_path), "--memories", "fast-weights-ln1"])
     assert {cell.spec.hyperparams["policy_kwargs"]["layer_norm_gain"] for cell in suite.grid(named)} == {1.0}
+
+
+def test_popgym_profile_runs_the_registered_memories_at_their_defaults(tmp_path: Path) -> None:
+    # The table (fast weights, LSTM, GRU, memoryless); the paper's cell only when named.
+    args = suite.build_parser().parse_args(["run", "--out-dir", str(tmp_path), "--profile", "popgym"])
+    cells = suite.grid(args)
+    assert {cell.save_dir.name.rsplit("-s", 1)[0] for cell in cells} == set(memory_names())
+    assert len(cells) == 20 * len(memory_names()) * 3
+    named = ["run", "--out-dir", str(tmp_path), "--profile", "popgym", "--memories", "fast-weights-paper"]
+    assert {cell.save_dir.name for cell in suite.grid(suite.build_parser().parse_args(named))} >= {
+        "fast-weights-paper-s0"
+    }
 
 
 def test_quick_suite_runs_resumes_and_reports(
