@@ -171,7 +171,7 @@ NAMED_ONLY: tuple[Memory, ...] = (
 MEMORIES_BY_NAME = {memory.name: memory for memory in (*MEMORIES, *NAMED_ONLY)}
 PROFILES = {"quick": (0,), "full": (0, 1, 2), "popgym": (0, 1, 2)}  # profile -> seeds
 #: What a profile runs unless ``--memories`` names others. POPGym's table is of the registered memories at their
-#: defaults (the issue's rows: fast weights, LSTM, GRU, memoryless); the paper's cell is the reproduction's variant,
+#: defaults (its rows: fast weights, LSTM, GRU, memoryless); the paper's cell is the reproduction's variant,
 #: on our own tasks, and would add a quarter to the profile's time (docs/results.md §2d).
 PROFILE_MEMORIES = {
     "quick": MEMORIES, "full": MEMORIES, "popgym": tuple(Memory(name, name) for name in memory_names()),
