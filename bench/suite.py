@@ -591,8 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="these memories instead of the profile's (popgym: the registered ones at their defaults; "
                      "quick, full: those and the paper's cell)")  # fmt: skip
     run.add_argument(
-        "--seeds", nargs="+", type=seed_int, metavar="N", help="instead of the profile's (quick: 0; full, popgym: 0 1 2)"
-    )
+        "--seeds", nargs="+", type=seed_int, metavar="N",
+        help="instead of the profile's (quick: 0; full, popgym: 0 1 2)",
+    )  # fmt: skip
     grids.add_grid_arguments(run, default_study="suite-v<version>-<profile>-<name of OUT_DIR>")
     run.set_defaults(func=run_suite)
     report = subparsers.add_parser("report", help="score the finished runs (suite.json, suite.md, plots), or render "
