@@ -266,6 +266,9 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
             "val_error": val_error,
             "seconds": time.perf_counter() - epoch_start,
         }
+        if getattr(core, "learn_rates", False):  # where the learned λ and η have gone (they start where told)
+            decay_rate, fast_learning_rate = core.rates()
+            row.update(decay_rate=decay_rate.item(), fast_learning_rate=fast_learning_rate.item())
         history.append(row)
         if log:
             print(

@@ -121,8 +121,12 @@ def test_core_kwargs_build_the_policies_cell(tmp_path: Path) -> None:
     argv = ["--train-size", "64", "--val-size", "32", "--test-size", "32", "--epochs", "1", "--hidden-size", "8"]
     argv += ["--fast-learning-rate", "balanced", "--core-kwargs", *flags, "--json", str(out), "--quiet"]
     assert main(argv) == 0
-    config = json.loads(out.read_text())["config"]
-    assert config["core_kwargs"] == cell and config["fast_learning_rate"] == "balanced"
+    result = json.loads(out.read_text())
+    assert result["config"]["core_kwargs"] == cell and result["config"]["fast_learning_rate"] == "balanced"
+    # The learned λ and η after each epoch: trained, so moved off where they start (λ 0.95, η 2(1 − λ)/H).
+    (row,) = result["history"]
+    assert 0.0 < row["decay_rate"] < 1.0 and row["fast_learning_rate"] > 0.0
+    assert (row["decay_rate"], row["fast_learning_rate"]) != pytest.approx((0.95, 2 * 0.05 / 8), rel=1e-6)
 
 
 def test_fast_weights_learn_a_single_pair_quickly() -> None:
