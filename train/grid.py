@@ -330,15 +330,20 @@ class GridWorker:
             print(f"{self.cells[attrs[CELL]].save_dir}: its worker (pid {attrs.get(PID)}) died; the cell is retried")
 
     def take(self) -> FrozenTrial | None:
-        """A WAITING trial of our cells, now RUNNING for this worker (Optuna's own pop: one state write wins)."""
-        running = {t.user_attrs[CELL] for t in self._trials(TrialState.RUNNING, TrialState.COMPLETE)}
+        """A WAITING trial of our cells, now RUNNING for this worker (Optuna's own pop: one state write wins).
+
+        Two workers enqueueing at once can queue a cell twice. Of a cell's trials not failed, the first queued is
+        the one that runs: read after our state write, so that of two workers taking two copies at once, the one
+        holding the later copy sees the earlier one (whatever its state) and fails its own."""
         for trial in self._trials(TrialState.WAITING):
             try:
                 if not self.storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
-            if trial.user_attrs[CELL] in running:  # a duplicate of two workers' simultaneous enqueues
+            cell = trial.user_attrs[CELL]
+            live = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)
+            if min(t._trial_id for t in self._trials(*live) if t.user_attrs[CELL] == cell) != trial._trial_id:
                 self._tell(trial._trial_id, TrialState.FAIL)
                 continue
             for key, value in ((HOST, self.host), (PID, os.getpid())):

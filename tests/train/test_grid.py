@@ -134,6 +134,29 @@ def test_of_two_takes_of_one_waiting_trial_one_wins(tmp_path: Path) -> None:
     assert first.take() is not None and second.take() is None
 
 
+def test_a_copy_of_a_cell_taken_while_another_worker_takes_the_first_is_not_trained(tmp_path: Path) -> None:
+    """Two simultaneous enqueues queued the cell twice; the second worker reads the queue, the first takes the
+    first copy, then the second takes the other copy: it must see the first (it trained the cell twice)."""
+    args = compare.build_parser().parse_args(["run", "--env", CATCH, "--policies", "mlp", "--seeds", "0",
+                                              "--out-dir", str(tmp_path), "--study-name", "race"])  # fmt: skip
+    first, second = (grid.GridWorker(compare.plan(args), tmp_path, args, "race") for _ in range(2))
+    first.enqueue()
+    second.study.enqueue_trial({grid.CELL: "mlp-s0"}, user_attrs=first._trials()[0].user_attrs)  # the other copy
+    write = second.storage.set_trial_state_values
+    taken_first: list[optuna.trial.FrozenTrial | None] = []
+
+    def first_takes_meanwhile(trial_id: int, state: TrialState, values: object = None) -> bool:
+        if not taken_first:
+            taken_first.append(first.take())
+        return write(trial_id, state, values)
+
+    second.storage.set_trial_state_values = first_takes_meanwhile  # type: ignore[method-assign]
+    assert second.take() is None
+    assert taken_first[0] is not None
+    states = sorted((t.number, t.state) for t in cell_trials(tmp_path, "race")["mlp-s0"])
+    assert states == [(0, TrialState.RUNNING), (1, TrialState.FAIL)]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
