@@ -136,7 +136,8 @@ def test_of_two_takes_of_one_waiting_trial_one_wins(tmp_path: Path) -> None:
 
 def test_a_copy_of_a_cell_taken_while_another_worker_takes_the_first_is_not_trained(tmp_path: Path) -> None:
     """Two simultaneous enqueues queued the cell twice; the second worker reads the queue, the first takes the
-    first copy, then the second takes the other copy: it must see the first (it trained the cell twice)."""
+    first copy, then the second takes the other copy: it sees the first and fails its own (deciding from what it had
+    read before, it trained the cell a second time)."""
     args = compare.build_parser().parse_args(["run", "--env", CATCH, "--policies", "mlp", "--seeds", "0",
                                               "--out-dir", str(tmp_path), "--study-name", "race"])  # fmt: skip
     first, second = (grid.GridWorker(compare.plan(args), tmp_path, args, "race") for _ in range(2))
