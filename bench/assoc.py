@@ -226,18 +226,15 @@ class TrainConfig:
 def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
     """Train with early stopping on validation error; return the config, per-epoch history and test error."""
     th.set_num_threads(config.threads)
-    splits = make_splits(config.train_size, config.val_size, config.test_size, config.num_pairs, config.data_seed)
     th.manual_seed(config.seed)
-    core = build_core(
-        config.model,
-        config.hidden_size,
-        config.decay_rate,
-        config.fast_learning_rate,
-        config.layer_norm,
-        config.inner_steps,
-        config.compute_path,
-        config.core_kwargs,
-    )
+    try:  # the option names (check_core_kwargs) and the core's own checks of their values, before the data are drawn
+        core = build_core(config.model, config.hidden_size, config.decay_rate, config.fast_learning_rate,
+                          config.layer_norm, config.inner_steps, config.compute_path, config.core_kwargs)  # fmt: skip
+    except CLIError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise CLIError(f"cannot build the {config.model} core: {error}") from None
+    splits = make_splits(config.train_size, config.val_size, config.test_size, config.num_pairs, config.data_seed)
     model = RetrievalClassifier(core, config.head_size)
     optimizer = th.optim.Adam(model.parameters(), lr=config.lr)
     shuffle = th.Generator().manual_seed(config.seed)
@@ -363,13 +360,6 @@ def run_assoc(args: argparse.Namespace) -> int:
     core_kwargs = parse_assignments(args.core_kwargs, "--core-kwargs")
     values = {k: v for k, v in vars(args).items() if k in fields and k != "core_kwargs"}
     config = TrainConfig(**values, core_kwargs=core_kwargs)
-    try:  # the option names (check_core_kwargs) and the core's own checks of their values, before the data are drawn
-        build_core(config.model, config.hidden_size, config.decay_rate, config.fast_learning_rate, config.layer_norm,
-                   config.inner_steps, config.compute_path, config.core_kwargs)  # fmt: skip
-    except CLIError:
-        raise
-    except (TypeError, ValueError) as error:
-        raise CLIError(f"cannot build the {config.model} core: {error}") from None
     if MEMORY_CORES.get(config.model) is not FastWeightsRNN and (
         config.fast_learning_rate != 0.5 or config.decay_rate != 0.95
     ):
