@@ -71,8 +71,11 @@ def one_line(error: ValueError) -> str:
     original = (first.get("ctx") or {}).get("error")
     if isinstance(original, CLIError):
         return one_line(original)
-    path = [part for part in first["loc"] if isinstance(part, str) and re.fullmatch(r"[a-z_][a-z0-9_]*", part)]
-    path = [part for part in path if part not in ("bool", "float", "int", "str", "dict")]  # a union's branch tags
+    loc = first["loc"]
+    key = [str(loc[-1])] if first["type"] == "extra_forbidden" else []  # the user's own key, however it is spelled
+    field = re.compile(r"[a-z_][a-z0-9_]*")
+    path = [part for part in loc[: len(loc) - len(key)] if isinstance(part, str) and field.fullmatch(part)]
+    path = [part for part in path if part not in ("bool", "float", "int", "str", "dict")] + key  # (union branch tags)
     name = ".".join(path) or "value"
     name = f"--{name.replace('_', '-')}" if name in FLAG_FIELDS else name
     ge = (first.get("ctx") or {}).get("ge")
@@ -314,19 +317,11 @@ def load_yaml(path: str | Path, what: str = "file") -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- training
 #: Options that do not change the model: given, they override the spec's (or the resumed run's) values.
 RUN_OPTIONS = ("device", "threads", "eval_freq", "final_eval_episodes", "checkpoint_freq", "log_interval", "verbose")
+#: Options a ``--spec`` file sets (the run's env, policy and hyperparameters); the command line's other options
+#: override the file's values.
+FROM_SPEC = ("env", "policy", "n_envs", "hidden_size", "hparams", "config", "policy_kwargs")
 #: Options that change the model or its data; a resumed run keeps the ones it was started with.
-FIXED_ON_RESUME = (
-    "env",
-    "policy",
-    "seed",
-    "n_envs",
-    "hidden_size",
-    "hparams",
-    "config",
-    "policy_kwargs",
-    "save_dir",
-    "spec",
-)
+FIXED_ON_RESUME = (*FROM_SPEC, "seed", "save_dir", "spec")
 
 
 def build_train_parser(algo: str) -> argparse.ArgumentParser:
@@ -431,6 +426,10 @@ def spec_from_args(args: argparse.Namespace, algo: str, argv: Sequence[str] | No
     if args.stochastic_eval:
         options["deterministic_eval"] = False
     if args.spec:
+        explicit = [f"--{name.replace('_', '-')}" for name in FROM_SPEC if getattr(args, name) is not None]
+        if explicit:
+            raise CLIError(f"{', '.join(explicit)} cannot be given with --spec: the spec file sets the run's env, "
+                           "policy and hyperparameters (edit the file, or leave out --spec)")  # fmt: skip
         record = load_yaml(args.spec, "run spec")
         if record.get("algorithm", algo) != algo:
             raise CLIError(

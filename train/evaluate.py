@@ -25,6 +25,7 @@ from PIL import Image
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
+from fw_agents import atomic
 from fw_agents.nonfinite import CheckFiniteVecEnv, EnvError, NonFiniteError
 from train import runs
 from train.cli import (
@@ -133,7 +134,8 @@ def record_episode(
     # Hold the last frame a little longer so the outcome is visible before the GIF loops.
     durations = [int(1000 / fps)] * (len(images) - 1) + [int(3000 / fps)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    with atomic.atomic_path(path) as temporary:  # a kill while writing leaves an earlier file of that name whole
+        images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
     return episode_return, len(frames) - 1
 
 
@@ -160,6 +162,8 @@ def run_evaluation(args: argparse.Namespace) -> int:
     n_episodes = check_int("--episodes", args.episodes)
     check_device(args.device)
     record = None if args.record is None else check_output_path(args.record, "--record", "file")
+    if record is not None and record.suffix.lower() != ".gif":
+        raise CLIError(f"--record writes an animated GIF: give a file name ending in .gif, got {args.record!r}")
     model, venv, settings = load_run(args.model, min(n_episodes, 16), args.seed, args.device, args.algo, args.env,
                                      args.trust_pickle)  # fmt: skip
     print(f"{settings['model_path']} ({settings['algorithm']}) on {settings['env_id']}")

@@ -53,6 +53,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("a2c", [*NEW, "--hparams", "normalize=maybe"], "normalize must be true or false, or a mapping"),
     ("a2c", [*NEW, "--hparams", "normalize={gamma: 3}"], "normalize.gamma"),
     ("a2c", [*NEW, "--hparams", "normalize={norm_obz: true}"], "normalize.norm_obz is not one of its options"),
+    # YAML reads {norm_obs:true} (no space after the colon) as the key "norm_obs:true": named as given.
+    ("a2c", [*NEW, "--hparams", "normalize={norm_obs:true}"], "normalize.norm_obs:true is not one of its options"),
     ("a2c", [*NEW, "--hparams", "policy_kwargs=abc"], "policy_kwargs must be a mapping"),
     ("a2c", [*NEW, "--hparams", "env_kwargs=3"], "env_kwargs must be a mapping"),
     ("a2c", [*NEW, "--hparams", "env_kwargs={size: -1}"], "cannot make environment"),
@@ -95,6 +97,9 @@ CASES: list[tuple[str, list[str], str]] = [
     ("a2c", [*NEW, "--config", "DIR/missing.yml"], "does not exist"),
     ("a2c", [*NEW, "--config", "DIR/list.yml"], "must hold a YAML mapping"),
     ("a2c", [*NEW, "--hparams", "gamma"], "key=value"),
+    # A spec file sets the env, policy and hyperparameters: flags for them would be ignored, so they are refused.
+    ("a2c", ["--spec", "RUN/config.yml", "--save-dir", "new", "--env", CATCH], "--env cannot be given with --spec"),
+    ("a2c", ["--spec", "RUN/config.yml", "--save-dir", "new", "--hparams", "n_steps=3"], "--hparams cannot be given"),
     # Output paths: writable, and the right kind.
     ("a2c", [*NEW, "--save-dir", UNWRITABLE], "--save-dir"),
     ("a2c", [*NEW, "--save-dir", "DIR/list.yml"], "is a file, expected a folder"),
@@ -112,6 +117,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("evaluate", ["RUN", "--episodes", "0"], "--episodes must be a positive integer"),
     ("evaluate", ["RUN", "--record", f"{UNWRITABLE}.gif"], "--record"),
     ("evaluate", ["RUN", "--record", "DIR"], "is a folder, expected a file name"),
+    ("evaluate", ["RUN", "--record", "DIR/episode.mp4"], "--record writes an animated GIF"),
     ("evaluate", ["RUN", "--seed", "-1"], "--seed"),
     ("evaluate", ["RUN", "--device", "warp-drive"], "unknown device"),
     ("evaluate", ["DIR/nothing.zip"], "does not exist"),
