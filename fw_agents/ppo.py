@@ -1,9 +1,20 @@
-"""Recurrent PPO with truncated backprop through time: sb3-contrib's RecurrentPPO plus ``sequence_length``.
+"""Recurrent PPO: sb3-contrib's RecurrentPPO whose replayed sequences start from reset states, plus truncated
+backprop through time (``sequence_length``).
 
 sb3-contrib's RecurrentPPO replays each minibatch as sequences that run from an episode start (or the start of
 the rollout) to the next one, padded to the longest in the minibatch, and starts each from the memory state
-stored at its first step. With ``sequence_length = L`` each episode is also cut every L steps counted from its
-start (from the rollout's start for an episode that began in an earlier rollout), as MarcoMeter's
+stored at its first step. Two things differ here.
+
+**Resets at sequence starts.** A sequence begins at an episode start or nowhere inside one, so its only reset is
+at its first step, where sb3-contrib passes a start flag with the previous episode's stored state. Here that state
+is set to zero in the minibatch instead (a select, as :func:`fw_agents.memory.base.reset_state` resets) and no
+flag is passed: the same function. fw-agents' cores compute the same numbers either way (their reset is that
+select); sb3-contrib's LSTM policies, which step their ``nn.LSTM`` one step at a time whenever a flag is set, run
+each minibatch as one ``nn.LSTM`` call instead (about twice as fast to train; the same values up to
+floating-point rounding of the backward pass, not bit for bit).
+
+**Truncated BPTT.** With ``sequence_length = L`` each episode is also cut every L steps counted from its start
+(from the rollout's start for an episode that began in an earlier rollout), as MarcoMeter's
 recurrent-ppo-truncated-bptt does: an episode's first L steps are always one sequence. A cut sequence starts
 from the state the memory had at that step during the rollout, exactly like a sequence that starts at an
 episode start inside the minibatch. Two things change:
@@ -13,7 +24,7 @@ episode start inside the minibatch. Two things change:
 * gradient: the loss at a step backpropagates only to the start of its chunk. What the memory holds from earlier
   steps still arrives, through the stored state, but the loss cannot change how it was written.
 
-``sequence_length=None`` (the default) is sb3-contrib's behaviour, bit for bit.
+``sequence_length=None`` (the default) keeps sb3-contrib's whole-episode sequences.
 """
 
 from __future__ import annotations
@@ -21,8 +32,10 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+import torch as th
 from sb3_contrib import RecurrentPPO as SB3ContribRecurrentPPO
 from sb3_contrib.common.recurrent.buffers import RecurrentDictRolloutBuffer, RecurrentRolloutBuffer
+from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -30,12 +43,33 @@ from fw_agents.memory.base import check_positive_int
 from fw_agents.registry import POLICY_ALIASES
 
 
-class _TruncatedSequencesMixin:
-    """Cuts each episode of an sb3-contrib recurrent rollout buffer every ``sequence_length`` steps from its start."""
+class _SequencesMixin:
+    """Starts each replayed sequence of an sb3-contrib recurrent rollout buffer from a reset state rather than a
+    start flag, and cuts each episode every ``sequence_length`` steps from its start (None: no cuts)."""
 
-    sequence_length: int
+    sequence_length: int | None
+    seq_start_indices: np.ndarray
 
     def _get_samples(self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None) -> Any:
+        if self.sequence_length is not None:
+            env_change = np.maximum(env_change, self._cuts(env_change))
+        samples = super()._get_samples(batch_inds, env_change, env)
+        # Sequences are split at episode starts, so a start flag can only be a sequence's first step (the padded
+        # flags are (n_seq * max_length,), sequence by sequence).
+        starts = samples.episode_starts.reshape(len(self.seq_start_indices), -1)[:, 0] > 0  # (n_seq,)
+        if not bool(starts.any()):
+            return samples
+
+        def reset(states: tuple[th.Tensor, ...]) -> tuple[th.Tensor, ...]:  # each (n_layers, n_seq, dim)
+            return tuple(th.where(starts[None, :, None], 0.0, state) for state in states)
+
+        return samples._replace(
+            lstm_states=RNNStates(reset(samples.lstm_states.pi), reset(samples.lstm_states.vf)),
+            episode_starts=th.zeros_like(samples.episode_starts),
+        )
+
+    def _cuts(self, env_change: np.ndarray) -> np.ndarray:
+        """1.0 at the steps where a ``sequence_length`` cut starts a sequence, in ``env_change``'s layout."""
         # env_change and episode_starts are (n_envs * n_steps, 1), env-major: row i is step (i mod n_steps) of its
         # env. Counting from each episode's start (not from the rollout's) keeps the steps an episode's first
         # decisions depend on in one sequence: on MiniGrid's memory maps the cue and the choice 6 steps later share
@@ -45,28 +79,30 @@ class _TruncatedSequencesMixin:
         starts = self.episode_starts.reshape(self.n_envs, self.buffer_size).astype(bool)
         starts[:, 0] = True  # the rollout's first step starts a sequence in every env
         last_start = np.maximum.accumulate(np.where(starts, step, 0), axis=1)
-        cuts = ((step - last_start) % self.sequence_length == 0).reshape(env_change.shape).astype(env_change.dtype)
-        return super()._get_samples(batch_inds, np.maximum(env_change, cuts), env)
+        return ((step - last_start) % self.sequence_length == 0).reshape(env_change.shape).astype(env_change.dtype)
 
 
-class TruncatedRecurrentRolloutBuffer(_TruncatedSequencesMixin, RecurrentRolloutBuffer):
-    """sb3-contrib's ``RecurrentRolloutBuffer`` with sequences of at most ``sequence_length`` steps."""
+class SequenceRolloutBuffer(_SequencesMixin, RecurrentRolloutBuffer):
+    """sb3-contrib's ``RecurrentRolloutBuffer``, its sequences starting from reset states, cut every
+    ``sequence_length`` steps (None: not cut)."""
 
-    def __init__(self, *args: Any, sequence_length: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sequence_length: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sequence_length = sequence_length
 
 
-class TruncatedRecurrentDictRolloutBuffer(_TruncatedSequencesMixin, RecurrentDictRolloutBuffer):
-    """sb3-contrib's ``RecurrentDictRolloutBuffer`` with sequences of at most ``sequence_length`` steps."""
+class SequenceDictRolloutBuffer(_SequencesMixin, RecurrentDictRolloutBuffer):
+    """sb3-contrib's ``RecurrentDictRolloutBuffer``, its sequences starting from reset states, cut every
+    ``sequence_length`` steps (None: not cut)."""
 
-    def __init__(self, *args: Any, sequence_length: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sequence_length: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sequence_length = sequence_length
 
 
 class RecurrentPPO(SB3ContribRecurrentPPO):
-    """sb3-contrib's ``RecurrentPPO`` with truncated BPTT (``sequence_length``) and fw-agents' policy aliases.
+    """sb3-contrib's ``RecurrentPPO`` replaying sequences from reset states, with truncated BPTT
+    (``sequence_length``) and fw-agents' policy aliases (module docstring).
 
     :param sequence_length: cut each replayed episode every this many steps from its start (>= 1); ``None``:
         sb3-contrib's whole-episode sequences. Every other argument is sb3-contrib's.
@@ -82,15 +118,10 @@ class RecurrentPPO(SB3ContribRecurrentPPO):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        if self.sequence_length is None:
-            return
         stock = self.rollout_buffer
-        truncated = (
-            TruncatedRecurrentDictRolloutBuffer
-            if isinstance(stock, RecurrentDictRolloutBuffer)
-            else TruncatedRecurrentRolloutBuffer
-        )
-        self.rollout_buffer = truncated(
+        dict_buffer = isinstance(stock, RecurrentDictRolloutBuffer)
+        buffer_class = SequenceDictRolloutBuffer if dict_buffer else SequenceRolloutBuffer
+        self.rollout_buffer = buffer_class(
             self.n_steps,
             self.observation_space,
             self.action_space,
@@ -99,5 +130,5 @@ class RecurrentPPO(SB3ContribRecurrentPPO):
             gamma=self.gamma,
             gae_lambda=self.gae_lambda,
             n_envs=self.n_envs,
-            sequence_length=int(self.sequence_length),
+            sequence_length=self.sequence_length,
         )

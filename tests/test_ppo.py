@@ -1,15 +1,18 @@
-"""fw_agents.RecurrentPPO: sb3-contrib's RecurrentPPO with truncated BPTT (``sequence_length``)."""
+"""fw_agents.RecurrentPPO: sb3-contrib's RecurrentPPO replaying sequences from reset states, with truncated BPTT
+(``sequence_length``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sb3_contrib.common.recurrent.buffers import RecurrentRolloutBuffer
+import torch as th
+from sb3_contrib import RecurrentPPO as SB3ContribRecurrentPPO
 from stable_baselines3.common.env_util import make_vec_env
 
 import envs  # noqa: F401  (registers the fw_agents/ ids)
 from fw_agents import MiniGridSymbolicExtractor
-from fw_agents.ppo import RecurrentPPO, TruncatedRecurrentDictRolloutBuffer, TruncatedRecurrentRolloutBuffer
+from fw_agents.ppo import RecurrentPPO, SequenceDictRolloutBuffer, SequenceRolloutBuffer
+from fw_agents.registry import POLICY_ALIASES
 from tests.policies.test_policies import SMALL, assert_sequences_reproduce_the_rollout, make_env
 
 
@@ -19,7 +22,7 @@ def test_truncated_sequences_reproduce_the_rollout(policy):
     log-probabilities and values (5 does not divide n_steps: the last chunk of each env is shorter)."""
     kwargs = SMALL if "FastWeights" in policy else dict(lstm_hidden_size=8, net_arch=[16])
     model = RecurrentPPO(policy, make_env(n_envs=3), policy_kwargs=kwargs, n_steps=24, sequence_length=5, seed=0)
-    assert isinstance(model.rollout_buffer, TruncatedRecurrentRolloutBuffer)
+    assert isinstance(model.rollout_buffer, SequenceRolloutBuffer)
     assert_sequences_reproduce_the_rollout(model, batch_size=32)
 
 
@@ -29,7 +32,7 @@ def test_truncated_minigrid_dict_sequences_reproduce_the_rollout(policy):
     size = "lstm_hidden_size" if "Lstm" in policy else "hidden_size"
     kwargs = {size: 16, "net_arch": [16], "features_extractor_class": MiniGridSymbolicExtractor}
     model = RecurrentPPO(policy, env, policy_kwargs=kwargs, n_steps=64, batch_size=48, sequence_length=8, seed=0)
-    assert isinstance(model.rollout_buffer, TruncatedRecurrentDictRolloutBuffer)
+    assert isinstance(model.rollout_buffer, SequenceDictRolloutBuffer)
     assert_sequences_reproduce_the_rollout(model, batch_size=48)
 
 
@@ -74,13 +77,60 @@ def test_sequences_are_cut_every_sequence_length_steps_of_each_episode(sequence_
     assert np.array_equal(got.reshape(n_envs, n_steps), expected)
 
 
-def test_default_is_sb3_contribs_buffer_and_sequence_length_is_saved(tmp_path):
+def test_default_buffer_is_uncut_and_sequence_length_is_saved(tmp_path):
     model = RecurrentPPO("MlpFastWeightsPolicy", make_env(), policy_kwargs=SMALL, n_steps=16, batch_size=32)
-    assert type(model.rollout_buffer) is RecurrentRolloutBuffer
+    assert type(model.rollout_buffer) is SequenceRolloutBuffer and model.rollout_buffer.sequence_length is None
     model = RecurrentPPO("MlpFastWeightsPolicy", make_env(), policy_kwargs=SMALL, n_steps=16, sequence_length=8)
     model.save(tmp_path / "model.zip")
     loaded = RecurrentPPO.load(tmp_path / "model.zip")
-    assert loaded.sequence_length == 8 and isinstance(loaded.rollout_buffer, TruncatedRecurrentRolloutBuffer)
+    assert loaded.sequence_length == 8 and isinstance(loaded.rollout_buffer, SequenceRolloutBuffer)
+
+
+@pytest.mark.parametrize("policy", ["MlpFastWeightsPolicy", "MlpLstmPolicy"])
+def test_sequences_start_from_reset_states_without_start_flags(policy):
+    """A sequence that starts an episode starts from a zero state with no flag (sb3-contrib: the previous
+    episode's stored state and a flag), and the replay still gives back the rollout's log-probabilities and
+    values (a stale state would not)."""
+    kwargs = SMALL if "FastWeights" in policy else dict(lstm_hidden_size=8, net_arch=[16])
+    n_steps, n_envs = 24, 3
+    model = RecurrentPPO(policy, make_env(n_envs=n_envs), policy_kwargs=kwargs, n_steps=n_steps, seed=0)
+    assert_sequences_reproduce_the_rollout(model, batch_size=32)
+    buffer = model.rollout_buffer  # flattened env-major by get()
+    env_change = (np.arange(n_envs * n_steps) % n_steps == 0).astype(np.float32).reshape(-1, 1)
+    batch = buffer._get_samples(np.arange(n_envs * n_steps), env_change)
+    assert not batch.episode_starts.any()
+    first = buffer.seq_start_indices
+    new_episode = th.as_tensor((buffer.episode_starts[first].flatten() > 0) & (first % n_steps != 0))
+    assert new_episode.any()  # episodes that start inside the rollout (at its start, the stored state is zero)
+    stored = th.as_tensor(buffer.hidden_states_pi[first]).abs().sum(dim=(1, 2))  # (n_seq,) before the reset
+    assert (stored[new_episode] > 0).all()  # so zero below is the reset, not what was stored
+    state = batch.lstm_states.pi[0].abs().sum(dim=(0, 2))  # (n_seq,)
+    assert (state[new_episode] == 0).all() and (state[~new_episode] == stored[~new_episode]).all()
+
+
+@pytest.mark.parametrize("policy", ["MlpFastWeightsPolicy", "MlpGruPolicy"])
+def test_our_cores_train_bit_for_bit_as_under_sb3_contribs_buffer(policy):
+    """Their reset is a select to zero, so a zero state without a flag is the same arithmetic as sb3-contrib's
+    stored state with one: the same weights after training, to the bit."""
+    weights = []
+    for algorithm in (SB3ContribRecurrentPPO, RecurrentPPO):
+        model = algorithm(POLICY_ALIASES[policy], make_env(n_envs=3), policy_kwargs=SMALL, n_steps=24, batch_size=24,
+                          n_epochs=2, seed=0)  # fmt: skip
+        model.learn(24 * 3 * 3)
+        weights.append(th.cat([p.detach().flatten() for p in model.policy.parameters()]))
+    assert th.equal(*weights)
+
+
+def test_sb3_contrib_lstm_replays_a_minibatch_in_one_call():
+    """Without start flags, sb3-contrib's LSTM policy runs each minibatch through nn.LSTM once (with them: once
+    per step, about half the training speed)."""
+    model = RecurrentPPO("MlpLstmPolicy", make_env(n_envs=3), policy_kwargs=dict(lstm_hidden_size=8, net_arch=[16]),
+                         n_steps=24, batch_size=24, n_epochs=2, seed=0)  # fmt: skip
+    calls = []
+    model.policy.lstm_actor.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    model.learn(24 * 3)
+    training = calls[24:]  # after the rollout's 24 one-step calls
+    assert len(training) == 2 * 3 and max(training) > 1  # n_epochs x minibatches, each over whole sequences
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "8", True])
