@@ -190,9 +190,11 @@ class MemoryStateLayout(nn.Module):
         self.hidden_size = (core.state_size + 1) // 2
 
     def to_slots(self, state: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        """Packed ``(B, D)`` -> two ``(1, B, slot)`` tensors."""
-        padded = nn.functional.pad(state, (0, 2 * self.hidden_size - state.shape[1])).unsqueeze(0)
-        return padded[..., : self.hidden_size].contiguous(), padded[..., self.hidden_size :].contiguous()
+        """Packed ``(B, D)`` -> two ``(1, B, slot)`` tensors (the second zero-padded by one where D is odd)."""
+        first, second = state[:, : self.hidden_size], state[:, self.hidden_size :]
+        if second.shape[1] < self.hidden_size:
+            second = nn.functional.pad(second, (0, self.hidden_size - second.shape[1]))
+        return first.unsqueeze(0).contiguous(), second.unsqueeze(0).contiguous()  # one copy each, at every env step
 
     def from_slots(self, slots: tuple[th.Tensor, ...]) -> th.Tensor:
         """Two ``(1, B, slot)`` tensors -> packed ``(B, D)``."""

@@ -288,13 +288,24 @@ class FastWeightsRNN(MemoryCore):
         """``fused`` where it can run (``auto`` or asked for), else ``explicit`` or ``attention``."""
         # collect_stats (a diagnostic that looks inside each step) silently uses the PyTorch paths.
         if self.compute_path in ("auto", "fused") and not self.collect_stats:
-            reason = _fused.unsupported_reason(inputs, state, *self.parameters())
+            reason = _fused.unsupported_reason(inputs, state, *self._fused_parameters())
             if reason is None:
                 return "fused"
             _fused.warn_once(f"FastWeightsRNN: {reason}; using the PyTorch path instead")
         if self.compute_path in ("explicit", "attention"):
             return self.compute_path
         return "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
+
+    def _fused_parameters(self) -> tuple[th.Tensor | None, ...]:
+        """The parameters the fused op reads (named, not ``self.parameters()``: this runs at every env step)."""
+        layer_norm = self.layer_norm if isinstance(self.layer_norm, nn.LayerNorm) else None
+        return (
+            self.hidden_to_hidden.weight,
+            self.hidden_to_gate.weight if self.gated else None,
+            None if layer_norm is None else layer_norm.weight,
+            None if layer_norm is None else layer_norm.bias,
+            *((self.decay_logit, self.log_fast_learning_rate) if self.learn_rates else ()),
+        )
 
     def _run_fused(
         self, input_terms: th.Tensor, gate_terms: th.Tensor | None, state: th.Tensor, starts: th.Tensor
