@@ -137,6 +137,16 @@ def terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def interruption(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM behind ``error``: ``error`` itself, or the one that arrived while ``torch.save`` was
+    writing (a checkpoint, the best model), which its zip writer turns into a ``RuntimeError`` ("unexpected pos")
+    with the interrupt as its context; None for any other error."""
+    if isinstance(error, KeyboardInterrupt):
+        return error
+    context = error.__context__
+    return context if isinstance(error, RuntimeError) and isinstance(context, KeyboardInterrupt) else None
+
+
 @contextmanager
 def signals(handler: Any, *signums: signal.Signals) -> Iterator[None]:
     """``handler`` for ``signums`` within the block (only the main thread can take signals: elsewhere, nothing)."""

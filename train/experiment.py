@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch as th
@@ -35,7 +35,7 @@ from fw_agents.callbacks import MemoryStatsCallback, RunConfigCallback
 from fw_agents.nonfinite import CheckFiniteVecEnv, EnvError, FiniteParametersCallback, NonFiniteError
 from fw_agents.registry import get_memory
 from train import runs
-from train.cli import CLIError, Terminated, signals, terminate
+from train.cli import CLIError, Terminated, interruption, signals, terminate
 from train.spec import RunSpec, load_algorithm
 
 
@@ -327,16 +327,25 @@ class Experiment:
                     progress_bar=spec.progress_bar,
                 )
         except KeyboardInterrupt as interrupt:
-            what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
-            print(f"{what} at step {model.num_timesteps}; {self._save_now()}", file=sys.stderr)
-            raise
+            self._interrupted(interrupt)
         except EnvError as error:  # the env's fault: the state before it is saved, to continue once it is fixed
             raise CLIError(f"{error}. Training stopped at step {model.num_timesteps}; {self._save_now()}") from None
         except ValueError as error:  # a non-finite value: one line naming it and the newest intact state
             raise stop_error(error, model, spec.save_dir, spec.algo) from None
         except OSError as error:  # disk full, a folder made read-only: what was saved before stays whole
             raise write_error(error, model, spec.save_dir, spec.algo) from None
+        except RuntimeError as error:  # an interrupt inside torch.save comes out as one (train.cli.interruption)
+            interrupt = interruption(error)
+            if interrupt is None:
+                raise
+            self._interrupted(interrupt)  # (the file it was writing is left as it was: fw_agents.atomic)
         return time.perf_counter() - start
+
+    def _interrupted(self, interrupt: KeyboardInterrupt) -> NoReturn:
+        """Ctrl-C or SIGTERM: save, say how to continue, and raise it again."""
+        what = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"{what} at step {self.model.num_timesteps}; {self._save_now()}", file=sys.stderr)
+        raise interrupt from None
 
     def _save_now(self) -> str:
         """Save what there is (Ctrl-C, SIGTERM, an env's failure), so that the run can be resumed (unless it is not
