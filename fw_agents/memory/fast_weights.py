@@ -296,38 +296,32 @@ class FastWeightsRNN(MemoryCore):
             return self.compute_path
         return "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
 
-    def _fused_parameters(self) -> tuple[th.Tensor | None, ...]:
-        """The parameters the fused op reads (named, not ``self.parameters()``: this runs at every env step)."""
+    def _fused_weights(self) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None, th.Tensor | None]:
+        """The weights the fused op reads: W, U (None: no gate), LN's gain and bias (None: no LN)."""
         layer_norm = self.layer_norm if isinstance(self.layer_norm, nn.LayerNorm) else None
         return (
             self.hidden_to_hidden.weight,
             self.hidden_to_gate.weight if self.gated else None,
             None if layer_norm is None else layer_norm.weight,
             None if layer_norm is None else layer_norm.bias,
-            *((self.decay_logit, self.log_fast_learning_rate) if self.learn_rates else ()),
         )
+
+    def _fused_parameters(self) -> tuple[th.Tensor | None, ...]:
+        """The parameters the fused op reads, learned rates included (named, not ``self.parameters()``: this runs at
+        every env step)."""
+        rates = (self.decay_logit, self.log_fast_learning_rate) if self.learn_rates else ()
+        return (*self._fused_weights(), *rates)
 
     def _run_fused(
         self, input_terms: th.Tensor, gate_terms: th.Tensor | None, state: th.Tensor, starts: th.Tensor
     ) -> tuple[th.Tensor, th.Tensor]:
         """The whole sequence in one compiled op (:mod:`fw_agents.memory._fused`): outputs, packed state."""
         lam, eta = self.rates()
-        layer_norm = self.layer_norm if isinstance(self.layer_norm, nn.LayerNorm) else None
+        eps = self.layer_norm.eps if isinstance(self.layer_norm, nn.LayerNorm) else 1e-5
         return _fused.run(
-            input_terms,
-            gate_terms,
-            state,
-            starts,
-            self.hidden_to_hidden.weight,
-            self.hidden_to_gate.weight if self.gated else None,
-            None if layer_norm is None else layer_norm.weight,
-            None if layer_norm is None else layer_norm.bias,
-            lam,
-            eta,
-            self.inner_steps,
-            self.activation_name,
-            1e-5 if layer_norm is None else layer_norm.eps,
-        )
+            input_terms, gate_terms, state, starts, *self._fused_weights(), lam, eta, self.inner_steps,
+            self.activation_name, eps,
+        )  # fmt: skip
 
     def _inner_loop(self, slow: th.Tensor, read: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:
         """``h_0 = f(slow)``; S times ``h_{s+1} = f(LN(slow + A h_s))``, where ``read(h_s) = A h_s``."""
