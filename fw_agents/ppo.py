@@ -40,6 +40,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from fw_agents.memory.base import check_positive_int
+from fw_agents.policies import RecurrentMemoryActorCriticPolicy
 from fw_agents.registry import POLICY_ALIASES
 
 
@@ -49,6 +50,9 @@ class _SequencesMixin:
 
     sequence_length: int | None
     seq_start_indices: np.ndarray
+    #: Mark the padding after each sequence as episode starts (set by RecurrentPPO where the policy's cores reset
+    #: for free: :attr:`fw_agents.memory.base.MemoryCore.resets_are_free`).
+    reset_padding: bool = False
 
     def _get_samples(self, batch_inds: np.ndarray, env_change: np.ndarray, env: VecNormalize | None = None) -> Any:
         if self.sequence_length is not None:
@@ -57,16 +61,21 @@ class _SequencesMixin:
         # Sequences are split at episode starts, so a start flag can only be a sequence's first step (the padded
         # flags are (n_seq * max_length,), sequence by sequence).
         starts = samples.episode_starts.reshape(len(self.seq_start_indices), -1)[:, 0] > 0  # (n_seq,)
-        if not bool(starts.any()):
-            return samples
+        if bool(starts.any()):
 
-        def reset(states: tuple[th.Tensor, ...]) -> tuple[th.Tensor, ...]:  # each (n_layers, n_seq, dim)
-            return tuple(th.where(starts[None, :, None], 0.0, state) for state in states)
+            def reset(states: tuple[th.Tensor, ...]) -> tuple[th.Tensor, ...]:  # each (n_layers, n_seq, dim)
+                return tuple(th.where(starts[None, :, None], 0.0, state) for state in states)
 
-        return samples._replace(
-            lstm_states=RNNStates(reset(samples.lstm_states.pi), reset(samples.lstm_states.vf)),
-            episode_starts=th.zeros_like(samples.episode_starts),
-        )
+            samples = samples._replace(
+                lstm_states=RNNStates(reset(samples.lstm_states.pi), reset(samples.lstm_states.vf)),
+                episode_starts=th.zeros_like(samples.episode_starts),
+            )
+        if self.reset_padding:
+            # Padding follows a sequence's last step and the loss masks it out: resets there change nothing it sees.
+            # Every other flag is zero by now (a sequence's only one, at its first step, was folded in above).
+            padding = samples.mask <= 1e-8  # the test RecurrentPPO.train masks with
+            samples = samples._replace(episode_starts=padding.to(samples.episode_starts.dtype))
+        return samples
 
     def _cuts(self, env_change: np.ndarray) -> np.ndarray:
         """1.0 at the steps where a ``sequence_length`` cut starts a sequence, in ``env_change``'s layout."""
@@ -132,3 +141,5 @@ class RecurrentPPO(SB3ContribRecurrentPPO):
             n_envs=self.n_envs,
             sequence_length=self.sequence_length,
         )
+        cores = self.policy.memory_cores() if isinstance(self.policy, RecurrentMemoryActorCriticPolicy) else []
+        self.rollout_buffer.reset_padding = bool(cores) and all(core.resets_are_free for core in cores)

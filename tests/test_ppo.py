@@ -121,6 +121,42 @@ def test_our_cores_train_bit_for_bit_as_under_sb3_contribs_buffer(policy):
     assert th.equal(*weights)
 
 
+def padded_cartpole_model(policy: str, **kwargs) -> RecurrentPPO:
+    """RecurrentPPO on CartPoleNoVel, whose episodes differ in length: its minibatches carry padding."""
+    env = make_vec_env("fw_agents/CartPoleNoVel-v1", n_envs=3, seed=0)
+    policy_kwargs = SMALL if "Lstm" not in policy else dict(lstm_hidden_size=8, net_arch=[16])
+    return RecurrentPPO(policy, env, policy_kwargs=policy_kwargs, n_steps=32, batch_size=48, seed=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("policy", "marked"),
+    [("MlpFastWeightsPolicy", True), ("MlpNoMemoryPolicy", True), ("MlpGruPolicy", False), ("MlpLstmPolicy", False)],
+)
+def test_padding_is_marked_as_resets_where_resets_are_free(policy, marked):
+    """Fast weights skip the work of a run of resets; torch.nn's cores would cut their call at each (and
+    sb3-contrib's LSTM would step one step at a time): they get no marks."""
+    model = padded_cartpole_model(policy)
+    assert model.rollout_buffer.reset_padding is marked
+    _, callback = model._setup_learn(32 * 3, None)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=32)
+    batch = next(model.rollout_buffer.get(batch_size=96))
+    padding = batch.mask <= 1e-8
+    assert padding.any()  # CartPole's episodes differ in length: the checks below can fail
+    assert th.equal(batch.episode_starts > 0, padding if marked else th.zeros_like(padding))
+
+
+def test_marked_padding_trains_fast_weights_bit_for_bit_as_without():
+    """Padding follows each sequence's last step and the loss masks it out, and the op's skipped work adds only
+    zeros: the same weights after training, to the bit."""
+    weights = []
+    for reset_padding in (False, True):
+        model = padded_cartpole_model("MlpFastWeightsPolicy", n_epochs=2)
+        model.rollout_buffer.reset_padding = reset_padding
+        model.learn(32 * 3 * 3)
+        weights.append(th.cat([p.detach().flatten() for p in model.policy.parameters()]))
+    assert th.equal(*weights)
+
+
 def test_sb3_contrib_lstm_replays_a_minibatch_in_one_call():
     """Without start flags, sb3-contrib's LSTM policy runs each minibatch through nn.LSTM once (with them: once
     per step, about half the training speed)."""

@@ -103,6 +103,11 @@ class MemoryCore(nn.Module, ABC):
     """
 
     state_size: int
+    #: Whether a reset costs no more than a step does (a select, not a cut of the sequence). Where every core of a
+    #: policy says so, :class:`fw_agents.RecurrentPPO` marks the padding after each replayed sequence as resets:
+    #: the same loss (padded steps come after a sequence's last one and are masked out), and such a core can skip
+    #: most of a padded step's work. A core that cuts its sequence at resets (torch.nn's) says False.
+    resets_are_free: bool = False
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -218,6 +223,7 @@ class StackedCore(MemoryCore):
         self.dropout = nn.Dropout(check_dropout(dropout, self.num_layers))
         self.layer_state_sizes = [layer.state_size for layer in layers]
         self.state_size = sum(self.layer_state_sizes)
+        self.resets_are_free = all(layer.resets_are_free for layer in layers)
 
     def forward(self, inputs: th.Tensor, state: th.Tensor, episode_starts: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts`` ``(T, B)``

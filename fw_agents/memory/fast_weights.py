@@ -155,6 +155,9 @@ class FastWeightsRNN(MemoryCore):
         forgetting within a few steps).
     """
 
+    # A reset is a select in the PyTorch paths; in a run of resets the fused op writes no A and reads none.
+    resets_are_free = True
+
     def __init__(
         self,
         input_size: int,

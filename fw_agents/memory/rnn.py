@@ -88,6 +88,7 @@ class NoMemoryCore(MemoryCore):
     """The memoryless baseline: ``tanh(Linear(x))`` at each step, an empty state (``state_size = 0``)."""
 
     state_size = 0
+    resets_are_free = True
 
     def __init__(self, input_size: int, hidden_size: int = 128) -> None:
         super().__init__(input_size, hidden_size)

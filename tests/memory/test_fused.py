@@ -103,6 +103,31 @@ def test_fused_long_sequence_crosses_checkpoint_segments():
     assert_same(explicit, fused, x, random_state(explicit, 2), starts)
 
 
+@pytest.mark.parametrize("new_state_in_loss", [True, False], ids=["state-gradient", "no-state-gradient"])
+def test_fused_runs_of_resets(new_state_in_loss):
+    """In a run of resets the op skips the A writes that the next reset overwrites, and the reads of an A or a
+    dL/dA known to be zero (RecurrentPPO marks sequences' padding so). T = 40: checkpoint segments of 7 steps."""
+    explicit, fused = make_pair(gated=True, learn_rates=True, inner_steps=2, decay_rate=0.97)
+    x, starts = random_sequence(40, 4)
+    starts.zero_()
+    starts[13:, 0] = 1.0  # padding after a 13-step sequence, to the last step
+    starts[5:10, 1] = starts[14:21, 1] = 1.0  # runs that end inside a segment; one starts at a segment's first step
+    starts[20:, 2] = 1.0  # from the last step of a segment to the end
+    starts[[0, 1, 2, 39], 3] = 1.0  # a run at the start, a single reset at the last step
+    state = random_state(explicit, 4)
+    if new_state_in_loss:
+        assert_same(explicit, fused, x, state, starts)
+        return
+    results = []
+    for core in (explicit, fused):
+        inputs = (x.clone().requires_grad_(True), state.clone().requires_grad_(True))
+        out, _ = core(*inputs, starts)  # no gradient reaches the new state: dL/dA starts at zero
+        loss = (out * out.detach().sign()).sum()
+        results.append([out, *th.autograd.grad(loss, [*inputs, *core.parameters()])])
+    for got, want in zip(*reversed(results), strict=True):
+        th.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("options", [{}, {"gated": True, "learn_rates": True, "inner_steps": 3}], ids=["paper", "all"])
 def test_fused_gradcheck(options):
     """float64 finite differences w.r.t. inputs, carried-in state and every parameter (small sizes)."""

@@ -237,6 +237,12 @@ struct Config {
   double lam, eta, eps;
 };
 
+// Whether env b's state is reset before step t + 1 (false at the last step: nothing follows it).
+template <typename T>
+bool next_resets(const Config& c, const T* starts, int64_t t, int64_t b) {
+  return t + 1 < c.T && starts[(t + 1) * c.B + b] != T(0);
+}
+
 // Everything one step's backward pass needs from the saved tensors, for env b at step t.
 template <typename T>
 struct StepSaved {
@@ -278,13 +284,14 @@ void forward_env(const Config& c, int64_t b, const T* in, const T* gin, const T*
   const T lam = T(c.lam), eta = T(c.eta);
   // A is zero at the start (a fresh state) and after a reset until the next write: skip the reads then.
   bool A_zero = std::all_of(A, A + n_tri, [](T a) { return a == T(0); });
+  bool A_new_zero = false;  // the new state's triangle holds zeros (filled at a reset, not written since)
   for (int64_t t = 0; t < c.T; ++t) {
     const int64_t tb = t * B + b;
     if (starts[tb] != T(0)) {
       std::fill(h, h + H, T(0));
-      std::fill(A_new, A_new + n_tri, T(0));
+      if (!A_new_zero) std::fill(A_new, A_new + n_tri, T(0));
       A = A_new;
-      A_zero = true;
+      A_zero = A_new_zero = true;
     }
     std::copy(in + tb * H, in + (tb + 1) * H, slow);
     combine_rows(Wt, h, slow, H, true);  // + W h
@@ -321,9 +328,13 @@ void forward_env(const Config& c, int64_t b, const T* in, const T* gin, const T*
       std::copy(v, v + H, h_new);
     }
     std::copy(h_new, h_new + H, h);
-    triangle_write(A, A_new, h, lam, eta, H);
-    A = A_new;
-    A_zero = false;
+    // A(t+1) is overwritten by the next step's reset: no write (a run of resets, such as the padding after a
+    // replayed sequence, then costs O(H) a step). The last step always writes: it is the new state.
+    if (!next_resets(c, starts, t, b)) {
+      triangle_write(A, A_new, h, lam, eta, H);
+      A = A_new;
+      A_zero = A_new_zero = false;
+    }
     if (s_slow) std::copy(slow, slow + H, s_slow + tb * H);
   }
   std::copy(h, h + H, new_state + b * c.D);
@@ -421,26 +432,37 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
   std::copy(grad_state + b * c.D, grad_state + b * c.D + H, dh);
   std::copy(grad_state + b * c.D + H, grad_state + (b + 1) * c.D, dA);
   scale_off_diagonal(dA, T(0.5), H);
+  bool dA_zero = std::all_of(dA, dA + HH, [](T a) { return a == T(0); });
 
   // Sweep 1: checkpoints (A before step k·K).
   std::copy(state + b * c.D, state + b * c.D + H, h0);
   std::copy(state + b * c.D + H, state + (b + 1) * c.D, A);
+  // As in the forward pass, a write that the next step's reset overwrites is skipped, and so is the fill of an A
+  // already zero; a checkpoint taken before a reset step is then stale, and never read (sweep 2 zeroes that A).
   const int64_t last_ckpt = (n_seg - 1) * K;
+  bool A_is_zero = false;
   for (int64_t t = 0; t < last_ckpt; ++t) {
     if (t % K == 0) std::copy(A, A + HH, ckpt + (t / K) * HH);
-    if (starts[t * B + b] != T(0)) std::fill(A, A + HH, T(0));
-    triangle_write(A, A, out + (t * B + b) * H, lam, eta, H);
+    if (starts[t * B + b] != T(0) && !A_is_zero) {
+      std::fill(A, A + HH, T(0));
+      A_is_zero = true;
+    }
+    if (!next_resets(c, starts, t, b)) {
+      triangle_write(A, A, out + (t * B + b) * H, lam, eta, H);
+      A_is_zero = false;
+    }
   }
   std::copy(A, A + HH, ckpt + last_ckpt / K * HH);
 
   for (int64_t k = n_seg - 1; k >= 0; --k) {
     const int64_t t0 = k * K, t1 = std::min(TT, t0 + K);
-    // Sweep 2: the segment's A(t), t0 <= t < t1, each written from the one before.
+    // Sweep 2: the segment's A(t), t0 <= t < t1, each written from the one before. A reset step's A(t) is zero:
+    // the step itself never reads it (below), so it is filled only where the next step's write reads it.
     for (int64_t t = t0; t < t1; ++t) {
       T* At = seg + (t - t0) * HH;
       const T* prev = t == t0 ? ckpt + k * HH : At - HH;
       if (starts[t * B + b] != T(0)) {
-        std::fill(At, At + HH, T(0));
+        if (t + 1 < t1 && !next_resets(c, starts, t, b)) std::fill(At, At + HH, T(0));
       } else if (t == t0) {
         std::copy(prev, prev + HH, At);
       } else {
@@ -457,11 +479,15 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
       for (int64_t j = 0; j < H; ++j) dh[j] += go[j];
 
       // The write A(t+1) = λ A(t) + η h' h'ᵀ: dh' += η (dA + dAᵀ) h' = 2η dA h'; dη = h'ᵀ dA h'; dλ = ⟨dA, A(t)⟩.
-      std::fill(q, q + H, T(0));
-      triangle_matvec(dA, h_new, q, H);
-      for (int64_t j = 0; j < H; ++j) dh[j] += T(2) * eta * q[j];
-      g.d_eta[b] += dot(h_new, q, H);
-      if (want_lam) g.d_lam[b] += symmetric_inner(dA, At, H);
+      // With dA zero (after a reset, or no gradient reaching the new state) these add zeros: skipped. So is dλ at
+      // a reset step, where A(t) is zero (and not filled: sweep 2).
+      if (!dA_zero) {
+        std::fill(q, q + H, T(0));
+        triangle_matvec(dA, h_new, q, H);
+        for (int64_t j = 0; j < H; ++j) dh[j] += T(2) * eta * q[j];
+        g.d_eta[b] += dot(h_new, q, H);
+        if (want_lam && !reset) g.d_lam[b] += symmetric_inner(dA, At, H);
+      }
 
       // Recompute v_0 .. v_S from the saved slow, x̂ (elementwise).
       const T* slow = s_slow + tb * H;
@@ -515,19 +541,21 @@ void backward_env(const Config& c, int64_t b, const T* grad_out, const T* grad_s
         }
         for (int64_t j = 0; j < H; ++j) dslow[j] += du[j];
         std::fill(dv, dv + H, T(0));
-        triangle_matvec(At, du, dv, H);  // dL/dv_{s-1} = A(t)ᵀ du = A(t) du
+        if (!reset) triangle_matvec(At, du, dv, H);  // dL/dv_{s-1} = A(t)ᵀ du = A(t) du (A(t) = 0 at a reset)
       }
       times_activation_grad(slow, dv, H, c.act);  // v_0 = f(slow)
       T* d_in = g.d_in + tb * H;
       for (int64_t j = 0; j < H; ++j) d_in[j] = dslow[j] + dv[j];
       if (reset) {  // h and A were zeroed before this step: nothing flows further back
         std::fill(dh, dh + H, T(0));
-        std::fill(dA, dA + HH, T(0));
+        if (!dA_zero) std::fill(dA, dA + HH, T(0));
+        dA_zero = true;
         continue;
       }
       combine_rows(W, d_in, dh_prev, H, true);  // + Wᵀ dslow
       std::copy(dh_prev, dh_prev + H, dh);
       // dL/dA(t) = λ dL/dA(t+1) + Σ_s sym(du_s v_{s-1}ᵀ), on the triangle: row i holds j = i .. H-1.
+      dA_zero = false;
       T* a = dA;
       for (int64_t i = 0; i < H; ++i) {
         const int64_t n = H - i;
