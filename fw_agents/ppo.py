@@ -25,6 +25,12 @@ episode start inside the minibatch. Two things change:
   steps still arrives, through the stored state, but the loss cannot change how it was written.
 
 ``sequence_length=None`` (the default) keeps sb3-contrib's whole-episode sequences.
+
+**Padding as resets.** Where every memory core of the policy resets for free
+(:attr:`fw_agents.memory.base.MemoryCore.resets_are_free`: fast weights, no memory), the padding after each sequence
+is marked as episode starts. The loss masks padding out and it follows a sequence's last step, so the loss is the
+same; the fast-weights op then skips most of a padded step's work. torch.nn's cores and sb3-contrib's LSTM policies,
+which would cut or step their sequences at each start, get no marks.
 """
 
 from __future__ import annotations
