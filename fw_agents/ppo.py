@@ -67,21 +67,24 @@ class _SequencesMixin:
         # Sequences are split at episode starts, so a start flag can only be a sequence's first step (the padded
         # flags are (n_seq * max_length,), sequence by sequence).
         starts = samples.episode_starts.reshape(len(self.seq_start_indices), -1)[:, 0] > 0  # (n_seq,)
-        if bool(starts.any()):
+        folded = bool(starts.any())
+        if folded:
 
             def reset(states: tuple[th.Tensor, ...]) -> tuple[th.Tensor, ...]:  # each (n_layers, n_seq, dim)
                 return tuple(th.where(starts[None, :, None], 0.0, state) for state in states)
 
             samples = samples._replace(
-                lstm_states=RNNStates(reset(samples.lstm_states.pi), reset(samples.lstm_states.vf)),
-                episode_starts=th.zeros_like(samples.episode_starts),
+                lstm_states=RNNStates(reset(samples.lstm_states.pi), reset(samples.lstm_states.vf))
             )
         if self.reset_padding:
             # Padding follows a sequence's last step and the loss masks it out: resets there change nothing it sees.
-            # Every other flag is zero by now (a sequence's only one, at its first step, was folded in above).
-            padding = samples.mask <= 1e-8  # the test RecurrentPPO.train masks with
-            samples = samples._replace(episode_starts=padding.to(samples.episode_starts.dtype))
-        return samples
+            # They are the only flags left (a sequence's own, at its first step, is folded into its state above).
+            flags = (samples.mask <= 1e-8).to(samples.episode_starts.dtype)  # the test RecurrentPPO.train masks with
+        elif folded:
+            flags = th.zeros_like(samples.episode_starts)
+        else:
+            return samples
+        return samples._replace(episode_starts=flags)
 
     def _cuts(self, env_change: np.ndarray) -> np.ndarray:
         """1.0 at the steps where a ``sequence_length`` cut starts a sequence, in ``env_change``'s layout."""
