@@ -4,6 +4,8 @@ import pytest
 import torch as th
 
 from fw_agents.memory import MEMORY_CORES, FastWeightsRNN, GRUCore, LSTMCore, NoMemoryCore
+from fw_agents.memory.gru_sequence import gru_sequence
+from fw_agents.memory.rnn import TorchRNNCore
 
 F_IN, H = 4, 6
 
@@ -72,3 +74,49 @@ def test_step_equals_one_step_sequence(name):
 def test_invalid_num_layers():
     with pytest.raises(ValueError, match="num_layers"):
         GRUCore(F_IN, H, num_layers=0)
+
+
+def gru_loss_and_grads(core, x, state, starts, weights):
+    """A loss over every output and the last state, and its gradients to the inputs, the state and the weights."""
+    out, last = core(x, state, starts)
+    loss = (out * weights[0]).sum() + (last * weights[1]).sum()
+    return out, last, th.autograd.grad(loss, [x, state, *core.parameters()])
+
+
+@pytest.mark.parametrize("dtype", [th.float32, th.float64])
+def test_gru_training_path_matches_torch_nn_gru(dtype):
+    """The one-layer GRU's training path (fw_agents.memory.gru_sequence) gives torch.nn.GRU's outputs bit for bit
+    and autograd's gradients up to rounding, through resets and into the initial state."""
+    th.manual_seed(0)
+    core = GRUCore(F_IN, H).to(dtype)
+    T, B = 23, 4
+    x = th.randn(T, B, F_IN, dtype=dtype, requires_grad=True)
+    state = th.randn(B, H, dtype=dtype, requires_grad=True)
+    starts = th.zeros(T, B)
+    starts[5, 1] = starts[17, 0] = 1.0
+    weights = th.randn(T, B, H, dtype=dtype), th.randn(B, H, dtype=dtype)
+    out, last, grads = gru_loss_and_grads(core, x, state, starts, weights)
+
+    class TorchGRUCore(GRUCore):  # the same core through torch.nn.GRU's own autograd
+        _run = TorchRNNCore._run
+
+    reference = TorchGRUCore(F_IN, H).to(dtype)
+    reference.load_state_dict(core.state_dict())
+    ref_out, ref_last, ref_grads = gru_loss_and_grads(reference, x, state, starts, weights)
+    assert th.equal(out, ref_out) and th.equal(last, ref_last)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        th.testing.assert_close(grad, ref_grad, rtol=1e-5 if dtype == th.float32 else 1e-12, atol=1e-6)
+
+
+def test_gru_sequence_gradcheck():
+    th.manual_seed(0)
+    T, B, F, Hs = 5, 3, 2, 4
+    inputs = [
+        th.randn(T, B, F, dtype=th.float64, requires_grad=True),
+        th.randn(B, Hs, dtype=th.float64, requires_grad=True),
+        *(
+            th.randn(*shape, dtype=th.float64, requires_grad=True)
+            for shape in ((3 * Hs, F), (3 * Hs, Hs), (3 * Hs,), (3 * Hs,))
+        ),
+    ]
+    assert th.autograd.gradcheck(gru_sequence, inputs)
