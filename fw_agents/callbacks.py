@@ -30,6 +30,17 @@ from stable_baselines3.common.utils import obs_as_tensor
 from fw_agents import atomic
 
 
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one flat mapping with dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 class MemoryStatsCallback(BaseCallback):
     """Logs fast-weight memory statistics to the SB3 logger, every ``every_n_rollouts`` rollouts.
 
@@ -164,17 +175,13 @@ class RunConfigCallback(BaseCallback):
         """The config's settings as TensorBoard's HParams tab takes them: flat, ``hyperparams.policy_kwargs.x``, with
         plain values (anything else, such as a list, as its text)."""
 
-        def flatten(mapping: dict[str, Any], prefix: str) -> dict[str, Any]:
-            flat: dict[str, Any] = {}
-            for key, value in mapping.items():
-                if isinstance(value, dict):
-                    flat.update(flatten(value, f"{prefix}{key}."))
-                elif value is not None:
-                    flat[prefix + key] = value if isinstance(value, bool | str | float | int) else str(value)
-            return flat
-
         keys = ("algorithm", "env_id", "policy", "seed", "hyperparams")
-        return flatten({key: self.config[key] for key in keys if key in self.config}, "")
+        flat = flatten({key: self.config[key] for key in keys if key in self.config})
+        return {
+            key: value if isinstance(value, bool | str | float | int) else str(value)
+            for key, value in flat.items()
+            if value is not None
+        }
 
     def _on_training_start(self) -> None:
         self.config["tensorboard_dir"] = self.logger.get_dir() if _tensorboard_writer(self.logger) else None

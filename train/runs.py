@@ -42,6 +42,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from fw_agents import atomic
+from fw_agents.callbacks import flatten
 from fw_agents.nonfinite import first_non_finite_parameter
 from train.cli import CLIError, load_yaml
 
@@ -712,16 +713,6 @@ def evaluation_scalars(path: Path, tag: str) -> Scalars | None:
     return Scalars(steps, values, np.full_like(steps, path.stat().st_mtime))
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def run_labels(configs: dict[Path, dict[str, Any]]) -> dict[Path, str]:
     """A label per run for plots and tables: the policy, prefixed by the algorithm when the runs use several,
     followed by the hyperparameters that differ between runs of the same env and policy (``fast-weights
@@ -730,7 +721,7 @@ def run_labels(configs: dict[Path, dict[str, Any]]) -> dict[Path, str]:
     settings = {
         run: {
             key.removeprefix("policy_kwargs."): value
-            for key, value in _flatten(config.get("hyperparams") or {}).items()
+            for key, value in flatten(config.get("hyperparams") or {}).items()
             if key not in NOT_A_VARIANT
         }
         for run, config in configs.items()
