@@ -87,8 +87,9 @@ class GRUCore(TorchRNNCore):
     """``torch.nn.GRU`` core; packed state ``[h]``.
 
     Where a gradient is needed on the CPU, one layer runs as :func:`~fw_agents.memory.gru_sequence.gru_sequence`:
-    the same outputs, and a backward pass 2–3× faster than autograd's replay of ``torch.nn.GRU`` (which has no fused
-    CPU kernel for training, as the LSTM has). Rollouts (no gradient), stacks and other devices run torch.nn's.
+    the same outputs, gradients equal up to rounding, in less time and memory than autograd's replay of
+    ``torch.nn.GRU`` (which has no fused CPU kernel for training, as the LSTM has). Rollouts (no gradient), stacks and
+    other devices run torch.nn's.
     """
 
     rnn_class = nn.GRU
