@@ -53,7 +53,8 @@ class MemoryStatsCallback(BaseCallback):
 
     Tags: ``memory/fast_weights_norm`` (mean ‖A‖ after the step's write) and ``memory/fast_slow_ratio``
     (mean ‖A h‖ / ‖W h + C x‖) for the actor's core, ``memory/critic_…`` likewise when the critic has a
-    fast-weights core of its own. Policies without a fast-weights core log nothing and cost nothing.
+    fast-weights core of its own. Policies without a fast-weights core log nothing and cost nothing, and neither does
+    a logger that writes nowhere.
 
     :param every_n_rollouts: rollouts between two measurements. Use the algorithm's ``log_interval`` so that
         each measurement lands in the log dump that follows it (the logger keeps only the last value).
@@ -75,7 +76,9 @@ class MemoryStatsCallback(BaseCallback):
 
     def _on_rollout_start(self) -> None:
         self.n_rollouts += 1
-        self._active = self.n_rollouts % self.every_n_rollouts == 0 and bool(self._stat_layouts())
+        # Nothing to measure for where no output will ever see it (verbose 0 and no TensorBoard: a suite's cells).
+        logged = bool(self.logger.output_formats)
+        self._active = self.n_rollouts % self.every_n_rollouts == 0 and logged and bool(self._stat_layouts())
         self._step = 0
         self._samples = []
 
