@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch as th
+import torch.nn.functional as F
 from torch import nn
 
 from fw_agents.memory.base import MemoryCore, check_number, check_positive_int, reset_state
@@ -86,21 +87,27 @@ class LSTMCore(TorchRNNCore):
 class GRUCore(TorchRNNCore):
     """``torch.nn.GRU`` core; packed state ``[h]``.
 
-    Where a gradient is needed on the CPU, one layer runs as :func:`~fw_agents.memory.gru_sequence.gru_sequence`:
+    Where a gradient is needed on the CPU, each layer runs as :func:`~fw_agents.memory.gru_sequence.gru_sequence`:
     the same outputs, gradients equal up to rounding, in less time and memory than autograd's replay of
-    ``torch.nn.GRU`` (which has no fused CPU kernel for training, as the LSTM has). Rollouts (no gradient), stacks and
-    other devices run torch.nn's.
+    ``torch.nn.GRU`` (which has no fused CPU kernel for training, as the LSTM has). Rollouts (no gradient) and other
+    devices run torch.nn's.
     """
 
     rnn_class = nn.GRU
     n_parts = 1
 
     def _run(self, inputs: th.Tensor, state: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        if self.num_layers > 1 or inputs.device.type != "cpu" or not th.is_grad_enabled():
+        if inputs.device.type != "cpu" or not th.is_grad_enabled():
             return super()._run(inputs, state)
-        rnn = self.rnn
-        # One layer: the packed state (B, H) is h itself.
-        return gru_sequence(inputs, state, rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        # Layer by layer, as torch.nn.GRU runs them on the CPU (dropout between layers while training, the same call).
+        rnn, outputs, last = self.rnn, inputs, []
+        for layer, h0 in enumerate(state.view(state.shape[0], self.num_layers, self.hidden_size).unbind(1)):
+            if layer > 0:
+                outputs = F.dropout(outputs, rnn.dropout, self.training)
+            weights = (getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            outputs, h = gru_sequence(outputs, h0, *weights)
+            last.append(h)
+        return outputs, th.stack(last, dim=1).view(state.shape)
 
 
 class NoMemoryCore(MemoryCore):

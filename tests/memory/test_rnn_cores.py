@@ -83,25 +83,32 @@ def gru_loss_and_grads(core, x, state, starts, weights):
     return out, last, th.autograd.grad(loss, [x, state, *core.parameters()])
 
 
+class TorchGRUCore(GRUCore):
+    """The same core through torch.nn.GRU's own autograd."""
+
+    _run = TorchRNNCore._run
+
+
+@pytest.mark.parametrize(("num_layers", "dropout"), [(1, 0.0), (2, 0.0), (2, 0.3)])
 @pytest.mark.parametrize("dtype", [th.float32, th.float64])
-def test_gru_training_path_matches_torch_nn_gru(dtype):
-    """The one-layer GRU's training path (fw_agents.memory.gru_sequence) gives torch.nn.GRU's outputs bit for bit
-    and autograd's gradients up to rounding, through resets and into the initial state."""
+def test_gru_training_path_matches_torch_nn_gru(dtype, num_layers, dropout):
+    """The GRU's training path (fw_agents.memory.gru_sequence per layer) gives torch.nn.GRU's outputs bit for bit
+    (with dropout between layers: the same draws) and autograd's gradients up to rounding, through resets and into
+    the initial state."""
     th.manual_seed(0)
-    core = GRUCore(F_IN, H).to(dtype)
+    core = GRUCore(F_IN, H, num_layers=num_layers, dropout=dropout).to(dtype)
     T, B = 23, 4
     x = th.randn(T, B, F_IN, dtype=dtype, requires_grad=True)
-    state = th.randn(B, H, dtype=dtype, requires_grad=True)
+    state = th.randn(B, core.state_size, dtype=dtype, requires_grad=True)
     starts = th.zeros(T, B)
     starts[5, 1] = starts[17, 0] = 1.0
-    weights = th.randn(T, B, H, dtype=dtype), th.randn(B, H, dtype=dtype)
+    weights = th.randn(T, B, H, dtype=dtype), th.randn(B, core.state_size, dtype=dtype)
+    th.manual_seed(1)
     out, last, grads = gru_loss_and_grads(core, x, state, starts, weights)
 
-    class TorchGRUCore(GRUCore):  # the same core through torch.nn.GRU's own autograd
-        _run = TorchRNNCore._run
-
-    reference = TorchGRUCore(F_IN, H).to(dtype)
+    reference = TorchGRUCore(F_IN, H, num_layers=num_layers, dropout=dropout).to(dtype)
     reference.load_state_dict(core.state_dict())
+    th.manual_seed(1)
     ref_out, ref_last, ref_grads = gru_loss_and_grads(reference, x, state, starts, weights)
     assert th.equal(out, ref_out) and th.equal(last, ref_last)
     for grad, ref_grad in zip(grads, ref_grads, strict=True):
