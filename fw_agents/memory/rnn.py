@@ -59,15 +59,15 @@ class TorchRNNCore(MemoryCore):
         """``inputs`` ``(T, B, F)``, ``state`` ``(B, state_size)``, ``episode_starts`` ``(T, B)``
         -> outputs ``(T, B, H)``, packed state ``(B, state_size)``."""
         self.check_shapes(inputs, state, episode_starts)
-        starts = episode_starts.to(inputs.dtype)
-        reset_times = [t for t, any_start in enumerate(starts.any(dim=1).tolist()) if any_start]
-        cuts = sorted({0, *reset_times, inputs.shape[0]})
+        resets = {t for t, any_start in enumerate(episode_starts.any(dim=1).tolist()) if any_start}
+        cuts = sorted({0, *resets, inputs.shape[0]})
         outputs = []
         for begin, end in zip(cuts[:-1], cuts[1:], strict=True):
-            state = reset_state(state, starts[begin])  # a select: a NaN left by the last episode goes
+            if begin in resets:  # (most rollout steps start no episode: no select to make)
+                state = reset_state(state, episode_starts[begin])  # a select: a NaN left by the last episode goes
             out, state = self._run(inputs[begin:end], state)
             outputs.append(out)
-        return th.cat(outputs), state
+        return (outputs[0] if len(outputs) == 1 else th.cat(outputs)), state
 
     def _run(self, inputs: th.Tensor, state: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
         """One piece without resets: ``inputs`` ``(T, B, F)``, packed ``state`` ``(B, state_size)`` -> outputs
@@ -89,19 +89,26 @@ class GRUCore(TorchRNNCore):
 
     Where a gradient is needed on the CPU, each layer runs as :func:`~fw_agents.memory.gru_sequence.gru_sequence`:
     the same outputs, gradients equal up to rounding, in less time and memory than autograd's replay of
-    ``torch.nn.GRU`` (which has no fused CPU kernel for training, as the LSTM has). Rollouts (no gradient) and other
-    devices run torch.nn's.
+    ``torch.nn.GRU`` (which has no fused CPU kernel for training, as the LSTM has). Rollouts (no gradient) call torch's
+    GRU directly, other devices through the module.
     """
 
     rnn_class = nn.GRU
     n_parts = 1
 
     def _run(self, inputs: th.Tensor, state: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-        if inputs.device.type != "cpu" or not th.is_grad_enabled():
+        if inputs.device.type != "cpu":
             return super()._run(inputs, state)
+        rnn, layer_states = self.rnn, state.view(state.shape[0], self.num_layers, self.hidden_size)
+        if not th.is_grad_enabled():
+            # torch.nn.GRU's own call without its module's argument checks, a quarter of a rollout step's core time.
+            weights = [weight for layer in rnn.all_weights for weight in layer]
+            h0 = layer_states.transpose(0, 1).contiguous()
+            out, h = th.gru(inputs, h0, weights, True, self.num_layers, rnn.dropout, self.training, False, False)
+            return out, h.transpose(0, 1).reshape(state.shape)
         # Layer by layer, as torch.nn.GRU runs them on the CPU (dropout between layers while training, the same call).
-        rnn, outputs, last = self.rnn, inputs, []
-        for layer, h0 in enumerate(state.view(state.shape[0], self.num_layers, self.hidden_size).unbind(1)):
+        outputs, last = inputs, []
+        for layer, h0 in enumerate(layer_states.unbind(1)):
             if layer > 0:
                 outputs = F.dropout(outputs, rnn.dropout, self.training)
             weights = (getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))

@@ -127,3 +127,21 @@ def test_gru_sequence_gradcheck():
         ),
     ]
     assert th.autograd.gradcheck(gru_sequence, inputs)
+
+
+@pytest.mark.parametrize(("num_layers", "dropout"), [(1, 0.0), (2, 0.3)])
+def test_gru_rollout_path_matches_torch_nn_gru(num_layers, dropout):
+    """Without a gradient (rollout steps) the GRU calls torch's GRU directly: torch.nn.GRU's outputs bit for bit,
+    dropout draws included."""
+    th.manual_seed(0)
+    core = GRUCore(F_IN, H, num_layers=num_layers, dropout=dropout)
+    reference = TorchGRUCore(F_IN, H, num_layers=num_layers, dropout=dropout)
+    reference.load_state_dict(core.state_dict())
+    x, state, starts = th.randn(6, 3, F_IN), th.randn(3, core.state_size), th.zeros(6, 3)
+    starts[2, 1] = 1.0
+    results = []
+    for model in (core, reference):
+        th.manual_seed(1)
+        with th.no_grad():
+            results.append(model(x, state, starts))
+    assert th.equal(results[0][0], results[1][0]) and th.equal(results[0][1], results[1][1])
