@@ -108,11 +108,10 @@ class GRUCore(TorchRNNCore):
             return out, h.transpose(0, 1).reshape(state.shape)
         # Layer by layer, as torch.nn.GRU runs them on the CPU (dropout between layers while training, the same call).
         outputs, last = inputs, []
-        for layer, h0 in enumerate(layer_states.unbind(1)):
+        for layer, (weights, h0) in enumerate(zip(rnn.all_weights, layer_states.unbind(1), strict=True)):
             if layer > 0:
                 outputs = F.dropout(outputs, rnn.dropout, self.training)
-            weights = (getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-            outputs, h = gru_sequence(outputs, h0, *weights)
+            outputs, h = gru_sequence(outputs, h0, *weights)  # weights: [w_ih, w_hh, b_ih, b_hh], torch's order
             last.append(h)
         return outputs, th.stack(last, dim=1).view(state.shape)
 
