@@ -121,9 +121,12 @@ def open_storage(url: str | None, default_path: Path, **rdb_kwargs: object) -> B
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     return RDBStorage(url, **rdb_kwargs)
             # Workers started together on a new database race to create its tables and stamp its schema version
-            # (SQLite: "UNIQUE constraint failed: alembic_version", "database is locked"): the loser tries again.
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-                if attempt == STORAGE_ATTEMPTS - 1:
+            # (SQLite: "UNIQUE constraint failed: alembic_version", "database is locked"; PostgreSQL: 'type
+            # "studydirection" already exists', a ProgrammingError): the loser tries again.
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                    sqlalchemy.exc.ProgrammingError) as error:  # fmt: skip
+                lost_race = not isinstance(error, sqlalchemy.exc.ProgrammingError) or "already exists" in str(error)
+                if attempt == STORAGE_ATTEMPTS - 1 or not lost_race:
                     raise
                 time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
     except ImportError as error:  # the database's driver
