@@ -3,8 +3,9 @@
 A grid is a list of *cells*: one :class:`~train.spec.RunSpec` each, with its run folder. The grid's ledger is an
 Optuna study: each cell is enqueued once (``enqueue_trial(skip_if_exists=True)``, param ``cell``); a worker takes a
 WAITING trial by moving it to RUNNING (one storage write, which only one worker wins), trains the cell in its own
-process (``python -m train.<algo> --spec CELL.yml``) and tells the trial COMPLETE (value: the run's final mean
-return) or FAIL with the process's exit status. Every worker started with the same command and storage works
+process (``python -m train.<algo> --spec CELL.yml``, forked from a server that imported torch once: see
+:data:`PRELOAD`) and tells the trial COMPLETE (value: the run's final mean return) or FAIL with the process's exit
+status. Every worker started with the same command and storage works
 through the same queue, so each cell is trained once; it returns when the queue holds nothing for its cells.
 
 A worker that dies leaves its trial RUNNING. On a database storage, Optuna's heartbeat finds it: each worker records
@@ -20,14 +21,15 @@ which save; a rerun of the command resumes them.
 from __future__ import annotations
 
 import argparse
-import ctypes
+import importlib
 import json
+import multiprocessing
 import os
 import random
 import signal
 import socket
-import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -40,6 +42,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from fw_agents.registry import load_plugins
 from train import runs
 from train.cli import (
     ArgumentParser,
@@ -169,21 +172,71 @@ def _retry() -> RetryHeartbeatStaleTrialCallback:
         return RetryHeartbeatStaleTrialCallback()
 
 
-def _die_with_parent() -> None:
-    """``preexec_fn`` (Linux): SIGTERM when the worker dies, so that no orphan trains a cell that is retried."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+#: Training processes are forked from a server that imported these once (multiprocessing's ``forkserver``): torch,
+#: SB3 and ``torch._dynamo`` (which torch's optimizers import on first use) take ~3 s to import, paid once per
+#: worker instead of once per cell. The server reads the code as it was when the worker started.
+PRELOAD = ["torch._dynamo", "train.experiment", "envs"]
+if "forkserver" in multiprocessing.get_all_start_methods():
+    _CONTEXT = multiprocessing.get_context("forkserver")
+    _CONTEXT.set_forkserver_preload(PRELOAD)
+else:  # (Windows)
+    _CONTEXT = multiprocessing.get_context("spawn")
 
 
-def start_process(command: Sequence[str], log: Path) -> subprocess.Popen:
-    """``command`` with its output in ``log``, in a process group of its own: a Ctrl-C at the terminal reaches the
-    worker only, which forwards it (and SIGTERM) to its training processes and waits for them to save."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+def _stop_with_worker() -> None:
+    """SIGTERM to this training process when the worker that started it dies, even by SIGKILL: the run saves, and
+    no orphan trains a cell that another worker retries."""
+    multiprocessing.parent_process().join()  # (its sentinel: a pipe that closes with the worker)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _train(algo: str, argv: list[str], log: Path, path: list[str], environ: dict[str, str]) -> None:
+    """The training process: ``python -m train.<algo> ARGV`` with its output in ``log``, in a session of its own."""
+    if hasattr(os, "setsid"):
+        os.setsid()  # a Ctrl-C at the terminal reaches the worker only, which forwards it and waits for the save
+    threading.Thread(target=_stop_with_worker, daemon=True).start()
+    # The worker's import path and environment as they are now (the server's are from when it started), and the
+    # memories of packages installed since.
+    sys.path[:] = path
+    os.environ.clear()
+    os.environ.update(environ)
+    importlib.invalidate_caches()
+    load_plugins()
     with log.open("w") as out:
-        return subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            os.dup2(out.fileno(), stream.fileno())
+    sys.exit(importlib.import_module(f"train.{algo}").main(argv))
+
+
+class TrainingProcess:
+    """``python -m train.<algo> ARGV`` running for a grid or a tuning trial, with its output in ``log``; polled and
+    signalled like a :class:`subprocess.Popen` (``returncode``: the exit status, ``-N`` if killed by signal N)."""
+
+    def __init__(self, algo: str, argv: Sequence[str], log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        args = (algo, list(argv), log, sys.path, dict(os.environ))
+        self._process = _CONTEXT.Process(target=_train, args=args, name=f"train.{algo}")
+        self._process.start()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit status once the process ends (None if it still runs after ``timeout`` seconds)."""
+        self._process.join(timeout)
+        return self._process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self._process.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
 
 
 # ----------------------------------------------------------------------------------------------- cells
@@ -253,7 +306,7 @@ def _resumable(folder: Path) -> bool:
 class _Active:
     cell: Cell
     trial_id: int
-    process: subprocess.Popen
+    process: TrainingProcess
     started: float = field(default_factory=time.monotonic)
     last_beat: float = 0.0
 
@@ -362,7 +415,7 @@ class GridWorker:
             # The steps left of the cell's budget (--total-timesteps counts the steps to add when resuming).
             saved = runs.model_steps(runs.resume_target(folder, archive_newer=False).model_path) or 0
             left = str(max(cell.spec.n_timesteps - saved, 1))
-            command = [sys.executable, "-m", f"train.{algo}", "--resume", str(folder), "--total-timesteps", left]
+            argv = ["--resume", str(folder), "--total-timesteps", left]
             print(f"{folder}: an earlier attempt stopped at step {saved}; resuming it", flush=True)
         else:
             if folder.is_dir() and runs.never_saved(folder):
@@ -370,9 +423,9 @@ class GridWorker:
             spec_file = self.out_dir / CELLS_DIR / f"{cell.name}.yml"
             spec_file.parent.mkdir(parents=True, exist_ok=True)
             spec_file.write_text(yaml.safe_dump(cell.spec.record(), sort_keys=False))
-            command = [sys.executable, "-m", f"train.{algo}", "--spec", str(spec_file), "--no-progress-bar"]
+            argv = ["--spec", str(spec_file), "--no-progress-bar"]
         log = folder.with_suffix(".log")
-        self.active.append(_Active(cell, trial._trial_id, start_process(command, log)))
+        self.active.append(_Active(cell, trial._trial_id, TrainingProcess(algo, argv, log)))
         self.counts["started"] += 1
         print(f"started  {folder}  (log: {log})", flush=True)
 

@@ -28,7 +28,6 @@ import argparse
 import csv
 import os
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -175,8 +174,7 @@ class Objective:
         spec = RunSpec.from_record(base.record(), hyperparams=sampled, save_dir=save_dir)  # checks the sample
         spec_file, log = save_dir.with_suffix(".yml"), save_dir.with_suffix(".log")
         spec_file.write_text(yaml.safe_dump(spec.record(), sort_keys=False))
-        command = [sys.executable, "-m", f"train.{base.algo}", "--spec", str(spec_file), "--no-progress-bar"]
-        process = grid.start_process(command, log)
+        process = grid.TrainingProcess(base.algo, ["--spec", str(spec_file), "--no-progress-bar"], log)
         print(f"trial {trial.number}: started {save_dir}  (log: {log})", flush=True)
         try:
             last = self.follow(trial, process, save_dir / "evaluations.npz")
@@ -193,7 +191,7 @@ class Objective:
         print(f"trial {trial.number}: mean return {last:.3f}", flush=True)
         return last
 
-    def follow(self, trial: Trial, process: subprocess.Popen, evaluations_path: Path) -> float | None:
+    def follow(self, trial: Trial, process: grid.TrainingProcess, evaluations_path: Path) -> float | None:
         """Report each new evaluation of the running process; stop it if the pruner says so. Returns the last
         evaluation's mean return (None: none)."""
         reported, last = 0, None
