@@ -157,12 +157,10 @@ class AtomicEvalCallback(EvalCallback):
             self.best_model_path.parent.mkdir(parents=True, exist_ok=True)
 
     def _on_step(self) -> bool:
-        best_before = self.best_mean_reward
+        best_before, evaluations_before = self.best_mean_reward, len(self.evaluations_timesteps)
         continue_training = super()._on_step()
-        if self.evaluations_path is not None:
-            written = Path(self.log_path + ".npz")
-            if written.exists():
-                commit(written, self.evaluations_path)
+        if self.evaluations_path is not None and len(self.evaluations_timesteps) > evaluations_before:
+            commit(Path(self.log_path + ".npz"), self.evaluations_path)  # SB3 wrote it (no file check at every step)
         if self.best_model_path is not None and self.best_mean_reward > best_before:
             statistics = self.best_model_path.with_name("best_model_vecnormalize.pkl")
             save_with_statistics(self.model, self.best_model_path, statistics if self.save_vecnormalize else None)
