@@ -21,9 +21,10 @@ which save; a rerun of the command resumes them.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import json
-import multiprocessing
+import multiprocessing.util  # before the atexit hook below (hooks run last in, first out)
 import os
 import random
 import signal
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +197,10 @@ def _train(algo: str, argv: list[str], log: Path, path: list[str], environ: dict
     if hasattr(os, "setsid"):
         os.setsid()  # a Ctrl-C at the terminal reaches the worker only, which forwards it and waits for the save
     threading.Thread(target=_stop_with_worker, daemon=True).start()
+    with log.open("w") as out:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            os.dup2(out.fileno(), stream.fileno())
     # The worker's import path and environment as they are now (the server's are from when it started), and the
     # memories of packages installed since.
     sys.path[:] = path
@@ -202,22 +208,22 @@ def _train(algo: str, argv: list[str], log: Path, path: list[str], environ: dict
     os.environ.update(environ)
     importlib.invalidate_caches()
     load_plugins()
-    with log.open("w") as out:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-            os.dup2(out.fileno(), stream.fileno())
     sys.exit(importlib.import_module(f"train.{algo}").main(argv))
 
 
 class TrainingProcess:
     """``python -m train.<algo> ARGV`` running for a grid or a tuning trial, with its output in ``log``; polled and
-    signalled like a :class:`subprocess.Popen` (``returncode``: the exit status, ``-N`` if killed by signal N)."""
+    signalled like a :class:`subprocess.Popen` (``returncode``: the exit status, ``-N`` if killed by signal N).
+
+    As with SB3's ``SubprocVecEnv``, a script that starts one (a grid, a tuning run) from Python needs multiprocessing's
+    ``if __name__ == "__main__":`` guard: the training process imports the script's main module."""
 
     def __init__(self, algo: str, argv: Sequence[str], log: Path) -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         args = (algo, list(argv), log, sys.path, dict(os.environ))
         self._process = _CONTEXT.Process(target=_train, args=args, name=f"train.{algo}")
         self._process.start()
+        _STARTED.add(self._process)  # (held by multiprocessing while it runs)
 
     @property
     def returncode(self) -> int | None:
@@ -237,6 +243,17 @@ class TrainingProcess:
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
+
+
+_STARTED: weakref.WeakSet[multiprocessing.process.BaseProcess] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_training() -> None:
+    """A worker exiting with training processes still running (an error): they get SIGTERM and save, and
+    multiprocessing waits for them before the worker exits."""
+    for process in list(_STARTED):
+        process.terminate()  # (nothing if it ended)
 
 
 # ----------------------------------------------------------------------------------------------- cells

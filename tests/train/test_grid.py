@@ -250,6 +250,33 @@ def test_a_damaged_journal_or_a_study_of_another_kind_is_one_line(
     assert not any((tmp_path / "grid").glob("mlp-s*"))
 
 
+FAILING_WORKER = """
+import sys, time
+from pathlib import Path
+from train import grid
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    grid.TrainingProcess("a2c", sys.argv[2:] + ["--save-dir", str(out / "run")], out / "run.log")
+    while not any((out / "run" / "checkpoints").glob("*.zip")):
+        time.sleep(0.1)
+    raise RuntimeError("the worker fails")
+"""
+
+
+def test_a_worker_that_fails_stops_its_training_processes_which_save(tmp_path: Path) -> None:
+    """A worker that exits on an error while its runs train (not by a signal it forwards): each gets SIGTERM and
+    saves before the worker is gone, rather than training on unwatched or being lost."""
+    script = tmp_path / "worker.py"
+    script.write_text(FAILING_WORKER)
+    long = [*TINY, "--total-timesteps", "1000000", "--checkpoint-freq", "60", "--tensorboard-log", "none"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), *long], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)  # fmt: skip
+    assert done.returncode == 1 and "the worker fails" in done.stderr, done.stderr
+    assert "terminated (SIGTERM) at step" in (tmp_path / "run.log").read_text()
+    assert runs.model_steps(tmp_path / "run" / "model.zip") < 1_000_000
+
+
 def test_a_run_that_finished_before_the_worker_was_stopped_is_recorded_complete(tmp_path: Path) -> None:
     """SIGINT to the worker alone, just after its run ended and before it looked: the run is told complete (it was
     told failed, and trained again by the rerun)."""
