@@ -5,8 +5,8 @@ Optuna study: each cell is enqueued once (``enqueue_trial(skip_if_exists=True)``
 WAITING trial by moving it to RUNNING (one storage write, which only one worker wins), trains the cell in its own
 process (``python -m train.<algo> --spec CELL.yml``, forked from a server that imported torch once: see
 :data:`PRELOAD`) and tells the trial COMPLETE (value: the run's final mean return) or FAIL with the process's exit
-status. Every worker started with the same command and storage works
-through the same queue, so each cell is trained once; it returns when the queue holds nothing for its cells.
+status. Every worker started with the same command and storage works through the same queue, so each cell is
+trained once; it returns when the queue holds nothing for its cells.
 
 A worker that dies leaves its trial RUNNING. On a database storage, Optuna's heartbeat finds it: each worker records
 heartbeats of its trials (``RDBStorage(heartbeat_interval=...)``), fails the stale ones of others
