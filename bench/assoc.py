@@ -184,6 +184,19 @@ class RetrievalClassifier(nn.Module):
 
 
 # --- training -----------------------------------------------------------------------------------------------
+def fast_slow_ratio(model: RetrievalClassifier, tokens: th.Tensor) -> float:
+    """How large the fast term is against the slow one, ‖A h_s‖ / ‖W h + C x‖ averaged over the steps of ``tokens``
+    ``(B, T)`` (a :class:`FastWeightsRNN` core's ``collect_stats``); draws no random numbers."""
+    core = model.core
+    core.collect_stats = True
+    try:
+        with th.no_grad():
+            model(tokens)
+        return core.stats["fast_slow_ratio"]
+    finally:
+        core.collect_stats = False
+
+
 @th.no_grad()
 def error_rate(model: nn.Module, tokens: th.Tensor, targets: th.Tensor, batch_size: int = 1024) -> float:
     """Fraction of sequences whose arg-max digit is wrong."""
@@ -239,6 +252,8 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
     optimizer = th.optim.Adam(model.parameters(), lr=config.lr)
     shuffle = th.Generator().manual_seed(config.seed)
     train_tokens, train_targets = splits.train
+    # Where the fast term starts beside the slow one on these sequences (the balanced η assumes long episodes).
+    initial_ratio = fast_slow_ratio(model, splits.val[0][:512]) if isinstance(core, FastWeightsRNN) else None
 
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
@@ -290,6 +305,7 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
         "best_epoch": best_epoch,
         "best_val_error": best_val,
         "test_error": test_error,
+        "initial_fast_slow_ratio": initial_ratio,
         "train_seconds": time.perf_counter() - start,
         "history": history,
         "torch": th.__version__,

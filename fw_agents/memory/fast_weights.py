@@ -153,6 +153,12 @@ class FastWeightsRNN(MemoryCore):
         keeping their state longer than 3 steps: on MiniGrid MemoryS9 that delayed learning past 1M steps
         (docs/results.md, section 2c). None for ``nn.Linear``'s init (b ≈ 0: every unit starts at z ≈ ½,
         forgetting within a few steps).
+    :param fast_read_gain: None for the paper's read ``A(t) h_s``. A number g > 0: the read is divided by the trace
+        of A, ``g ⊙ A(t) h_s / tr A(t)`` with a learned per-unit gain starting at g. tr A = η Σ λ^{t−τ} ‖h(τ)‖², so
+        the read becomes an average of the stored states weighted by their overlap with h_s: its size is set by g
+        and by how well h_s matches what is stored, not by η (A is linear in η, which then has no effect), λ,
+        ‖h‖ or how many steps were written. An experiment toward a fast term large enough to bind without drowning
+        the observations (docs/results.md, "A normalised read"); it runs on the PyTorch paths only.
     """
 
     # A reset is a select in the PyTorch paths; in a run of resets the fused op writes no A and reads none.
@@ -174,6 +180,7 @@ class FastWeightsRNN(MemoryCore):
         learn_rates: bool = False,
         gated: bool = False,
         chrono_init: float | None = 100.0,
+        fast_read_gain: float | None = None,
     ) -> None:
         super().__init__(input_size, hidden_size)
         # Every argument is checked before anything is built, each with a ValueError naming it: NaN and inf
@@ -200,6 +207,10 @@ class FastWeightsRNN(MemoryCore):
             chrono_init = check_number(
                 "chrono_init", chrono_init, low=2.0, low_inclusive=False, allowed="a finite number > 2 (steps) or None"
             )
+        if fast_read_gain is not None:
+            fast_read_gain = check_number(
+                "fast_read_gain", fast_read_gain, low=0.0, low_inclusive=False, allowed="a finite number > 0 or None"
+            )
         if self.learn_rates and not (decay_rate < 1.0 and fast_learning_rate > 0.0):
             # λ = sigmoid(logit) and η = exp(log η) cannot start at λ = 1 or η = 0.
             raise ValueError(
@@ -222,6 +233,8 @@ class FastWeightsRNN(MemoryCore):
         self.layer_norm = nn.LayerNorm(H) if layer_norm else nn.Identity()
         if layer_norm:
             nn.init.constant_(self.layer_norm.weight, layer_norm_gain)
+        # The read A h_s as it is (the paper), or g ⊙ A h_s / tr A with a learned gain g per unit.
+        self.read_gain = None if fast_read_gain is None else nn.Parameter(th.full((H,), fast_read_gain))
         if self.learn_rates:
             # Positive by construction: η = exp(log η), λ = sigmoid(logit λ).
             self.log_fast_learning_rate = nn.Parameter(th.tensor(float(fast_learning_rate)).log())
@@ -289,8 +302,9 @@ class FastWeightsRNN(MemoryCore):
 
     def _choose_path(self, inputs: th.Tensor, state: th.Tensor) -> str:
         """``fused`` where it can run (``auto`` or asked for), else ``explicit`` or ``attention``."""
-        # collect_stats (a diagnostic that looks inside each step) silently uses the PyTorch paths.
-        if self.compute_path in ("auto", "fused") and not self.collect_stats:
+        # collect_stats (a diagnostic that looks inside each step) and the normalised read (which the compiled op does
+        # not implement) silently use the PyTorch paths.
+        if self.compute_path in ("auto", "fused") and not self.collect_stats and self.read_gain is None:
             reason = _fused.unsupported_reason(inputs, state, *self._fused_parameters())
             if reason is None:
                 return "fused"
@@ -326,11 +340,18 @@ class FastWeightsRNN(MemoryCore):
             self.activation_name, eps,
         )  # fmt: skip
 
-    def _inner_loop(self, slow: th.Tensor, read: Callable[[th.Tensor], th.Tensor]) -> th.Tensor:
-        """``h_0 = f(slow)``; S times ``h_{s+1} = f(LN(slow + A h_s))``, where ``read(h_s) = A h_s``."""
+    def _inner_loop(
+        self, slow: th.Tensor, read: Callable[[th.Tensor], th.Tensor], trace: th.Tensor | None = None
+    ) -> th.Tensor:
+        """``h_0 = f(slow)``; S times ``h_{s+1} = f(LN(slow + A h_s))``, where ``read(h_s) = A h_s``; with
+        ``fast_read_gain``, ``g ⊙ A h_s / tr A`` (``trace`` ``(B, 1)``: tr A, given then)."""
         hs = self.activation(slow)
         for _ in range(self.inner_steps):
             fast = read(hs)
+            if self.read_gain is not None:
+                # A is a positive-weighted sum of outer products, so ‖A h_s‖ <= tr A ‖h_s‖: the quotient is bounded,
+                # and where nothing is stored (A = 0) the read is 0 / ε = 0.
+                fast = self.read_gain * fast / (trace + 1e-8)
             if self.collect_stats:
                 self._fast_slow_ratios.append((fast.norm(dim=-1) / slow.norm(dim=-1).clamp_min(1e-8)).mean())
             hs = self.activation(self.layer_norm(slow + fast))
@@ -379,7 +400,8 @@ class FastWeightsRNN(MemoryCore):
             slow = slow_input + self.hidden_to_hidden(h)
             A = fast_weights  # A(t) is fixed over the inner loop
 
-            candidate = self._inner_loop(slow, lambda hs, A=A: th.bmm(A, hs.unsqueeze(-1)).squeeze(-1))
+            trace = A.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True) if self.read_gain is not None else None
+            candidate = self._inner_loop(slow, lambda hs, A=A: th.bmm(A, hs.unsqueeze(-1)).squeeze(-1), trace)
             h = self._update(h, candidate, None if gate_terms is None else gate_terms[t])
             # Write after the new h: A(t+1) = λ A(t) + η h(t+1) h(t+1)ᵀ.
             # λ and η as factors (not baddbmm's beta/alpha, which take numbers only): learned rates are tensors.
@@ -438,7 +460,13 @@ class FastWeightsRNN(MemoryCore):
                     fast = fast + carry * th.bmm(carried, hs.unsqueeze(-1)).squeeze(-1)
                 return fast
 
-            candidate = self._inner_loop(slow, read)
+            trace = None
+            if self.read_gain is not None:  # tr A = Σ_τ w_τ ‖h(τ)‖² (+ λ^{t-t₀} tr A₀)
+                norms = th.stack([key.square().sum(-1) for key in history], dim=1) if history else weights
+                trace = (weights * norms).sum(1, keepdim=True)
+                if use_carry:
+                    trace = trace + carry * initial_fast_weights.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)
+            candidate = self._inner_loop(slow, read, trace)
             h = self._update(h, candidate, None if gate_terms is None else gate_terms[t])
             # The write, in attention form: older entries decay by λ, the new state enters with weight η.
             weights = th.cat([weights * lam, h.new_ones(batch, 1) * eta], dim=1)

@@ -127,6 +127,23 @@ def test_core_kwargs_build_the_policies_cell(tmp_path: Path) -> None:
     (row,) = result["history"]
     assert 0.0 < row["decay_rate"] < 1.0 and row["fast_learning_rate"] > 0.0
     assert (row["decay_rate"], row["fast_learning_rate"]) != pytest.approx((0.95, 2 * 0.05 / 8), rel=1e-6)
+    # The fast term's starting size is recorded: at these defaults it is a small fraction of the slow one.
+    assert 0.0 < result["initial_fast_slow_ratio"] < 0.1
+
+
+def test_initial_fast_slow_ratio_scales_with_eta_and_not_with_a_normalised_read(tmp_path: Path) -> None:
+    argv = ["--train-size", "64", "--val-size", "32", "--test-size", "32", "--epochs", "1", "--hidden-size", "8"]
+    ratios = {}
+    for eta in ("0.05", "0.5"):
+        for extra in ([], ["--core-kwargs", "fast_read_gain=1.0"]):
+            out = tmp_path / f"r{eta}{len(extra)}.json"
+            assert main([*argv, "--fast-learning-rate", eta, *extra, "--json", str(out), "--quiet"]) == 0
+            ratios[eta, bool(extra)] = json.loads(out.read_text())["initial_fast_slow_ratio"]
+    assert ratios["0.5", False] > 5 * ratios["0.05", False] > 0.0
+    assert ratios["0.5", True] == pytest.approx(ratios["0.05", True], rel=1e-4)
+    out = tmp_path / "gru.json"
+    assert main([*argv, "--model", "gru", "--json", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["initial_fast_slow_ratio"] is None
 
 
 def test_fast_weights_learn_a_single_pair_quickly() -> None:

@@ -27,7 +27,10 @@ def reference_run(core: FastWeightsRNN, inputs, h, A, starts):
         z = W @ h + C @ inputs[t] + b
         hs = th.relu(z)  # h_0(t+1): slow weights only
         for _ in range(core.inner_steps):
-            u = z + A @ hs
+            read = A @ hs
+            if core.read_gain is not None:  # g ⊙ A h_s / tr A
+                read = core.read_gain * read / (th.trace(A) + 1e-8)
+            u = z + read
             if isinstance(core.layer_norm, th.nn.LayerNorm):
                 # Layer norm over the hidden units of this one sample (biased variance, as in the paper's LN).
                 u = (u - u.mean()) / th.sqrt(u.var(unbiased=False) + core.layer_norm.eps)
@@ -51,19 +54,26 @@ def make_core(path="explicit", **kwargs) -> FastWeightsRNN:
         if isinstance(core.layer_norm, th.nn.LayerNorm):
             core.layer_norm.weight.add_(0.3 * th.randn(H, dtype=th.float64))
             core.layer_norm.bias.add_(0.3 * th.randn(H, dtype=th.float64))
+        if core.read_gain is not None:
+            core.read_gain.add_(0.3 * th.randn(H, dtype=th.float64))
     return core
 
 
 def random_state(core, batch, scale=0.3):
+    """A random carried h and A; A positive semi-definite (M Mᵀ), as every A the cell writes is."""
     h = scale * th.rand(batch, H, dtype=th.float64)
     M = scale * th.randn(batch, H, H, dtype=th.float64)
-    return core.pack(h, M + M.transpose(1, 2))
+    return core.pack(h, M @ M.transpose(1, 2) / H)
 
 
 @pytest.mark.parametrize("path", ["explicit", "attention"])
 @pytest.mark.parametrize("inner_steps", [1, 3])
 @pytest.mark.parametrize("layer_norm", [True, False])
-@pytest.mark.parametrize("options", [{}, {"gated": True, "learn_rates": True}], ids=["paper", "gated-learned"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"gated": True, "learn_rates": True}, {"gated": True, "learn_rates": True, "fast_read_gain": 0.7}],
+    ids=["paper", "gated-learned", "normalised-read"],
+)
 def test_matches_paper_equations(path, inner_steps, layer_norm, options):
     core = make_core(
         path, inner_steps=inner_steps, layer_norm=layer_norm, decay_rate=0.9, fast_learning_rate=0.4, **options
@@ -115,7 +125,11 @@ def test_fast_weights_are_read():
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])
-@pytest.mark.parametrize("options", [{}, {"gated": True, "learn_rates": True}], ids=["paper", "gated-learned"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"gated": True, "learn_rates": True}, {"fast_read_gain": 0.7}],
+    ids=["paper", "gated-learned", "normalised-read"],
+)
 def test_paths_agree_with_carried_memory_and_resets(inner_steps, options):
     explicit = make_core("explicit", inner_steps=inner_steps, **options)
     attention = make_core("attention", inner_steps=inner_steps, **options)
@@ -135,6 +149,25 @@ def test_paths_agree_with_carried_memory_and_resets(inner_steps, options):
         strict=True,
     ):
         th.testing.assert_close(g_e, g_a)
+
+
+@pytest.mark.parametrize("path", ["explicit", "attention"])
+def test_normalised_read_makes_the_fast_term_independent_of_eta(path):
+    """A is linear in η, so the read divided by tr A is the same for every η > 0; the paper's read is not."""
+    x = th.randn(8, 3, F_IN, dtype=th.float64)
+    starts = th.zeros(8, 3, dtype=th.float64)
+    starts[5, 0] = 1.0
+    for gain, same in ((1.0, True), (None, False)):
+        small, large = (
+            make_core(path, fast_learning_rate=eta, fast_read_gain=gain) for eta in (0.05, 5.0)
+        )
+        out_small, out_large = (core(x, core.initial_state(3).double(), starts)[0] for core in (small, large))
+        assert th.allclose(out_small, out_large) is same
+    # and the read is used: a larger gain changes the outputs from the second step on
+    weak, strong = (make_core(path, fast_read_gain=gain) for gain in (0.1, 2.0))
+    out_weak, out_strong = (core(x, core.initial_state(3).double(), starts)[0] for core in (weak, strong))
+    th.testing.assert_close(out_weak[0], out_strong[0])
+    assert (out_weak[1:] - out_strong[1:]).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize("path", ["explicit", "attention"])
@@ -316,12 +349,25 @@ def test_stats_are_collected_only_when_asked():
         ({"compute_path": "fast"}, "compute_path"),
         ({"learn_rates": True, "decay_rate": 1.0}, "learn_rates"),
         ({"learn_rates": True, "fast_learning_rate": 0.0}, "learn_rates"),
+        ({"fast_read_gain": 0.0}, "fast_read_gain"),
+        ({"fast_read_gain": float("nan")}, "fast_read_gain"),
     ],
 )
 def test_invalid_settings_raise_value_error(kwargs, names):
     args = {"input_size": F_IN, "hidden_size": H, **kwargs}
     with pytest.raises(ValueError, match=names):
         FastWeightsRNN(**args)
+
+
+def test_normalised_read_runs_on_the_pytorch_paths_whatever_is_asked():
+    """The compiled op has no normalised read: ``auto`` and ``fused`` give the PyTorch paths' numbers, no warning."""
+    x = th.randn(4, 2, F_IN, dtype=th.float64)
+    reference = make_core("explicit", fast_read_gain=0.5)
+    state = random_state(reference, 2)
+    for path in ("auto", "fused"):
+        core = make_core(path, fast_read_gain=0.5)
+        assert core._choose_path(x.float(), state.float()) in ("explicit", "attention")
+        th.testing.assert_close(core(x, state, th.zeros(4, 2))[0], reference(x, state, th.zeros(4, 2))[0])
 
 
 def test_auto_path_choice():
