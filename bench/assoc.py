@@ -252,7 +252,8 @@ def train(config: TrainConfig, log: bool = True) -> dict[str, Any]:
     optimizer = th.optim.Adam(model.parameters(), lr=config.lr)
     shuffle = th.Generator().manual_seed(config.seed)
     train_tokens, train_targets = splits.train
-    # Where the fast term starts beside the slow one on these sequences (the balanced η assumes long episodes).
+    # Where the fast term starts beside the slow one on these sequences (the balanced η assumes a saturated A and
+    # ‖h‖² ≈ H/2, which short sequences and a small LN gain do not give).
     initial_ratio = fast_slow_ratio(model, splits.val[0][:512]) if isinstance(core, FastWeightsRNN) else None
 
     history: list[dict[str, float]] = []
