@@ -158,7 +158,8 @@ class FastWeightsRNN(MemoryCore):
         the read becomes an average of the stored states weighted by their overlap with h_s: its size is set by g
         and by how well h_s matches what is stored, not by η (A is linear in η, which then has no effect), λ,
         ‖h‖ or how many steps were written. An experiment toward a fast term large enough to bind without drowning
-        the observations (docs/results.md, "A normalised read"); it runs on the PyTorch paths only.
+        the observations (docs/results.md, "A normalised read": with labels it binds in the ungated cell, not sooner
+        in the gated one; in RL the ungated cell learned control and no retrieval). PyTorch paths only.
     """
 
     # A reset is a select in the PyTorch paths; in a run of resets the fused op writes no A and reads none.
