@@ -440,6 +440,12 @@ class FastWeightsRNN(MemoryCore):
         weights = h.new_zeros(batch, 0)
         history: list[th.Tensor] = []
         outputs = []
+        # With fast_read_gain, tr A kept as A is (reset with it, λ tr A + η ‖h‖² at each write): O(H) a step.
+        trace = None
+        if self.read_gain is not None:
+            trace = h.new_zeros(batch, 1)
+            if use_carry:
+                trace = trace + initial_fast_weights.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)
         for t, slow_input in enumerate(input_terms):
             if any_reset[t]:
                 # h by a select (it may hold a NaN from the last episode); carry and weights are finite
@@ -450,6 +456,8 @@ class FastWeightsRNN(MemoryCore):
                 history = [reset_state(key, starts[t]) for key in history]
                 if use_carry:
                     initial_fast_weights = reset_state(initial_fast_weights, starts[t])
+                if trace is not None:
+                    trace = reset_state(trace, starts[t])
             slow = slow_input + self.hidden_to_hidden(h)
 
             def read(
@@ -461,17 +469,13 @@ class FastWeightsRNN(MemoryCore):
                     fast = fast + carry * th.bmm(carried, hs.unsqueeze(-1)).squeeze(-1)
                 return fast
 
-            trace = None
-            if self.read_gain is not None:  # tr A = Σ_τ w_τ ‖h(τ)‖² (+ λ^{t-t₀} tr A₀)
-                norms = th.stack([key.square().sum(-1) for key in history], dim=1) if history else weights
-                trace = (weights * norms).sum(1, keepdim=True)
-                if use_carry:
-                    trace = trace + carry * initial_fast_weights.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True)
             candidate = self._inner_loop(slow, read, trace)
             h = self._update(h, candidate, None if gate_terms is None else gate_terms[t])
             # The write, in attention form: older entries decay by λ, the new state enters with weight η.
             weights = th.cat([weights * lam, h.new_ones(batch, 1) * eta], dim=1)
             carry = carry * lam
+            if trace is not None:
+                trace = lam * trace + eta * h.square().sum(-1, keepdim=True)
             history.append(h)
             outputs.append(h)
         self._finish_stats()
