@@ -160,6 +160,12 @@ class FastWeightsRNN(MemoryCore):
         ‖h‖ or how many steps were written. An experiment toward a fast term large enough to bind without drowning
         the observations (docs/results.md, "A normalised read": with labels it binds in the ungated cell, not sooner
         in the gated one; in RL the ungated cell learned control and no retrieval). PyTorch paths only.
+    :param recurrent_step_scale: s > 0, how far an optimiser's step moves the recurrent matrices W and U (the gate's)
+        relative to the other weights: they are stored as W / s and used as s·W, so they start the same and, under
+        optimisers whose steps do not scale with the gradient (RMSprop, Adam), each step moves them s times as far.
+        An experiment: LN's gain sets the size of h, and with it how far a step of W moves W h beside C x, so at
+        gain 1 the recurrence learns 1/0.3 times as fast relative to the input weights as at gain 0.3; s = 0.3 at
+        gain 1 undoes that (docs/results.md, "The LN gain as the recurrence's learning rate").
     """
 
     # A reset is a select in the PyTorch paths; in a run of resets the fused op writes no A and reads none.
@@ -182,6 +188,7 @@ class FastWeightsRNN(MemoryCore):
         gated: bool = False,
         chrono_init: float | None = 100.0,
         fast_read_gain: float | None = None,
+        recurrent_step_scale: float = 1.0,
     ) -> None:
         super().__init__(input_size, hidden_size)
         # Every argument is checked before anything is built, each with a ValueError naming it: NaN and inf
@@ -212,6 +219,9 @@ class FastWeightsRNN(MemoryCore):
             fast_read_gain = check_number(
                 "fast_read_gain", fast_read_gain, low=0.0, low_inclusive=False, allowed="a finite number > 0 or None"
             )
+        self.recurrent_step_scale = check_number(
+            "recurrent_step_scale", recurrent_step_scale, low=0.0, low_inclusive=False, allowed="a finite number > 0"
+        )
         if self.learn_rates and not (decay_rate < 1.0 and fast_learning_rate > 0.0):
             # λ = sigmoid(logit) and η = exp(log η) cannot start at λ = 1 or η = 0.
             raise ValueError(
@@ -247,6 +257,12 @@ class FastWeightsRNN(MemoryCore):
             if chrono_init is not None:
                 with th.no_grad():  # z = σ(−log u) = 1/(1 + u): unit i first keeps h for ~u steps
                     self.input_to_gate.bias.copy_(-th.empty(H).uniform_(0.0, math.log(chrono_init - 1.0)))
+        if self.recurrent_step_scale != 1.0:
+            # Stored as W / s and used as s·W (_recurrent): the same starting values, steps s times as far.
+            with th.no_grad():
+                self.hidden_to_hidden.weight.div_(self.recurrent_step_scale)
+                if self.gated:
+                    self.hidden_to_gate.weight.div_(self.recurrent_step_scale)
 
         # Packing A by its upper triangle: `triu_index` picks it out of a flattened A, and
         # `sym_index` rebuilds the full flattened A from it. Derived from H, so not saved.
@@ -318,8 +334,8 @@ class FastWeightsRNN(MemoryCore):
         """The weights the fused op reads: W, U (None: no gate), LN's gain and bias (None: no LN)."""
         layer_norm = self.layer_norm if isinstance(self.layer_norm, nn.LayerNorm) else None
         return (
-            self.hidden_to_hidden.weight,
-            self.hidden_to_gate.weight if self.gated else None,
+            self._recurrent(self.hidden_to_hidden.weight),
+            self._recurrent(self.hidden_to_gate.weight) if self.gated else None,
             None if layer_norm is None else layer_norm.weight,
             None if layer_norm is None else layer_norm.bias,
         )
@@ -358,11 +374,15 @@ class FastWeightsRNN(MemoryCore):
             hs = self.activation(self.layer_norm(slow + fast))
         return hs
 
+    def _recurrent(self, tensor: th.Tensor) -> th.Tensor:
+        """W or U (or its product with h) as the cell uses it: the stored one times ``recurrent_step_scale``."""
+        return tensor if self.recurrent_step_scale == 1.0 else self.recurrent_step_scale * tensor
+
     def _update(self, h: th.Tensor, candidate: th.Tensor, gate_input: th.Tensor | None) -> th.Tensor:
         """The new state: the candidate itself (paper), or gated ``h + z ⊙ (candidate − h)``."""
         if gate_input is None:
             return candidate
-        z = th.sigmoid(gate_input + self.hidden_to_gate(h))
+        z = th.sigmoid(gate_input + self._recurrent(self.hidden_to_gate(h)))
         if self.collect_stats:
             self._gates.append(z)
         return h + z * (candidate - h)
@@ -398,7 +418,7 @@ class FastWeightsRNN(MemoryCore):
         for t, slow_input in enumerate(input_terms):
             if any_reset[t]:  # selects, not products: 0 · NaN would carry a NaN into the new episode
                 h, fast_weights = reset_state(h, starts[t]), reset_state(fast_weights, starts[t])
-            slow = slow_input + self.hidden_to_hidden(h)
+            slow = slow_input + self._recurrent(self.hidden_to_hidden(h))
             A = fast_weights  # A(t) is fixed over the inner loop
 
             trace = A.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True) if self.read_gain is not None else None
@@ -458,7 +478,7 @@ class FastWeightsRNN(MemoryCore):
                     initial_fast_weights = reset_state(initial_fast_weights, starts[t])
                 if trace is not None:
                     trace = reset_state(trace, starts[t])
-            slow = slow_input + self.hidden_to_hidden(h)
+            slow = slow_input + self._recurrent(self.hidden_to_hidden(h))
 
             def read(
                 hs: th.Tensor, keys=tuple(history), weights=weights, carry=carry, carried=initial_fast_weights

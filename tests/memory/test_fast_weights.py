@@ -15,7 +15,7 @@ def reference_run(core: FastWeightsRNN, inputs, h, A, starts):
 
     inputs (T, F), h (H,), A (H, H), starts (T,) -> outputs (T, H), h, A.
     """
-    W = core.hidden_to_hidden.weight
+    W = core.recurrent_step_scale * core.hidden_to_hidden.weight  # stored as W / s
     C, b = core.input_to_hidden.weight, core.input_to_hidden.bias
     lam, eta = core.decay_rate, core.fast_learning_rate
     if core.learn_rates:  # λ = sigmoid(logit), η = exp(log η)
@@ -37,7 +37,8 @@ def reference_run(core: FastWeightsRNN, inputs, h, A, starts):
                 u = u * core.layer_norm.weight + core.layer_norm.bias
             hs = th.relu(u)
         if core.gated:  # z = σ(G x + U h + b): h(t+1) = h(t) + z ⊙ (h_S(t+1) − h(t))
-            G, bz, U = core.input_to_gate.weight, core.input_to_gate.bias, core.hidden_to_gate.weight
+            G, bz = core.input_to_gate.weight, core.input_to_gate.bias
+            U = core.recurrent_step_scale * core.hidden_to_gate.weight
             gate = th.sigmoid(G @ inputs[t] + bz + U @ h)
             hs = h + gate * (hs - h)
         h = hs
@@ -71,8 +72,13 @@ def random_state(core, batch, scale=0.3):
 @pytest.mark.parametrize("layer_norm", [True, False])
 @pytest.mark.parametrize(
     "options",
-    [{}, {"gated": True, "learn_rates": True}, {"gated": True, "learn_rates": True, "fast_read_gain": 0.7}],
-    ids=["paper", "gated-learned", "normalised-read"],
+    [
+        {},
+        {"gated": True, "learn_rates": True},
+        {"gated": True, "learn_rates": True, "fast_read_gain": 0.7},
+        {"gated": True, "learn_rates": True, "recurrent_step_scale": 0.3},
+    ],
+    ids=["paper", "gated-learned", "normalised-read", "recurrent-step-scale"],
 )
 def test_matches_paper_equations(path, inner_steps, layer_norm, options):
     core = make_core(
@@ -127,8 +133,8 @@ def test_fast_weights_are_read():
 @pytest.mark.parametrize("inner_steps", [1, 2])
 @pytest.mark.parametrize(
     "options",
-    [{}, {"gated": True, "learn_rates": True}, {"fast_read_gain": 0.7}],
-    ids=["paper", "gated-learned", "normalised-read"],
+    [{}, {"gated": True, "learn_rates": True}, {"fast_read_gain": 0.7}, {"gated": True, "recurrent_step_scale": 3.0}],
+    ids=["paper", "gated-learned", "normalised-read", "recurrent-step-scale"],
 )
 def test_paths_agree_with_carried_memory_and_resets(inner_steps, options):
     explicit = make_core("explicit", inner_steps=inner_steps, **options)
@@ -168,6 +174,37 @@ def test_normalised_read_makes_the_fast_term_independent_of_eta(path):
     out_weak, out_strong = (core(x, core.initial_state(3).double(), starts)[0] for core in (weak, strong))
     th.testing.assert_close(out_weak[0], out_strong[0])
     assert (out_weak[1:] - out_strong[1:]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("path", ["explicit", "attention", "fused"])
+def test_recurrent_step_scale_starts_the_same_and_steps_the_recurrence_s_times_as_far(path):
+    """The same cell at the start for every s; one Adam step (of a set size per weight, whatever the gradient's scale)
+    moves the used W and U s times as far as at s = 1, and every other weight as far."""
+    x = th.randn(6, 3, F_IN, dtype=th.float64)
+    starts = th.zeros(6, 3, dtype=th.float64)
+
+    def one_step(scale: float) -> tuple[th.Tensor, dict[str, th.Tensor]]:
+        th.manual_seed(0)
+        core = FastWeightsRNN(F_IN, H, gated=True, recurrent_step_scale=scale, compute_path=path).double()
+        used = lambda: {  # noqa: E731
+            "W": core._recurrent(core.hidden_to_hidden.weight).detach().clone(),
+            "U": core._recurrent(core.hidden_to_gate.weight).detach().clone(),
+            "C": core.input_to_hidden.weight.detach().clone(),
+        }
+        before = used()
+        optimizer = th.optim.Adam(core.parameters(), lr=1e-3, eps=1e-30)  # no ε: steps of exactly lr
+        out = core(x, core.initial_state(3).double(), starts)[0]
+        out.sum().backward()
+        optimizer.step()
+        return out.detach(), {name: used()[name] - value for name, value in before.items()}
+
+    out_1, step_1 = one_step(1.0)
+    out_s, step_s = one_step(0.3)
+    th.testing.assert_close(out_s, out_1)
+    th.testing.assert_close(step_s["W"], 0.3 * step_1["W"], rtol=1e-4, atol=1e-9)
+    th.testing.assert_close(step_s["U"], 0.3 * step_1["U"], rtol=1e-4, atol=1e-9)
+    th.testing.assert_close(step_s["C"], step_1["C"], rtol=1e-4, atol=1e-9)
+    assert step_1["W"].abs().max() > 5e-4  # the step moved W: the comparison is not of zeros
 
 
 @pytest.mark.parametrize("path", ["explicit", "attention"])
@@ -351,6 +388,8 @@ def test_stats_are_collected_only_when_asked():
         ({"learn_rates": True, "fast_learning_rate": 0.0}, "learn_rates"),
         ({"fast_read_gain": 0.0}, "fast_read_gain"),
         ({"fast_read_gain": float("nan")}, "fast_read_gain"),
+        ({"recurrent_step_scale": 0.0}, "recurrent_step_scale"),
+        ({"recurrent_step_scale": float("inf")}, "recurrent_step_scale"),
     ],
 )
 def test_invalid_settings_raise_value_error(kwargs, names):

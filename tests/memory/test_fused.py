@@ -54,7 +54,11 @@ def assert_same(explicit, fused, x, state, starts, **tolerances):
 
 @pytest.mark.parametrize("inner_steps", [1, 3])
 @pytest.mark.parametrize("layer_norm", [True, False])
-@pytest.mark.parametrize("options", [{}, {"gated": True, "learn_rates": True}], ids=["paper", "gated-learned"])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"gated": True, "learn_rates": True}, {"gated": True, "recurrent_step_scale": 0.3}],
+    ids=["paper", "gated-learned", "recurrent-step-scale"],
+)
 def test_fused_matches_explicit(inner_steps, layer_norm, options):
     explicit, fused = make_pair(inner_steps=inner_steps, layer_norm=layer_norm, **options)
     scale = 1.0 if layer_norm else 0.1  # without LN the fast term grows like |h|³: keep it small
