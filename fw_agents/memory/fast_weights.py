@@ -331,11 +331,12 @@ class FastWeightsRNN(MemoryCore):
         return "attention" if 1 < inputs.shape[0] <= self.attention_max_len else "explicit"
 
     def _fused_weights(self) -> tuple[th.Tensor, th.Tensor | None, th.Tensor | None, th.Tensor | None]:
-        """The weights the fused op reads: W, U (None: no gate), LN's gain and bias (None: no LN)."""
+        """The stored weights the fused op reads: W, U (None: no gate), LN's gain and bias (None: no LN); W and U
+        before ``recurrent_step_scale`` (:meth:`_run_fused` applies it, so the per-step path check does not)."""
         layer_norm = self.layer_norm if isinstance(self.layer_norm, nn.LayerNorm) else None
         return (
-            self._recurrent(self.hidden_to_hidden.weight),
-            self._recurrent(self.hidden_to_gate.weight) if self.gated else None,
+            self.hidden_to_hidden.weight,
+            self.hidden_to_gate.weight if self.gated else None,
             None if layer_norm is None else layer_norm.weight,
             None if layer_norm is None else layer_norm.bias,
         )
@@ -352,8 +353,10 @@ class FastWeightsRNN(MemoryCore):
         """The whole sequence in one compiled op (:mod:`fw_agents.memory._fused`): outputs, packed state."""
         lam, eta = self.rates()
         eps = self.layer_norm.eps if isinstance(self.layer_norm, nn.LayerNorm) else 1e-5
+        W, U, gain, bias = self._fused_weights()
+        U = None if U is None else self._recurrent(U)
         return _fused.run(
-            input_terms, gate_terms, state, starts, *self._fused_weights(), lam, eta, self.inner_steps,
+            input_terms, gate_terms, state, starts, self._recurrent(W), U, gain, bias, lam, eta, self.inner_steps,
             self.activation_name, eps,
         )  # fmt: skip
 
