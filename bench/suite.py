@@ -163,11 +163,13 @@ MEMORIES: tuple[Memory, ...] = tuple(
 )
 #: Run only when named (``--memories``), measured in docs/results.md §2d: fast weights with LN's gain starting at 1
 #: (the version 4 cell), the alternative default weighed against 0.3; the same with the recurrent matrices stepping
-#: 0.3 times as far (the LN gain as the recurrence's learning rate); and the defaults without the fast term (η = 0,
-#: fixed), to tell what the fast weights add to the gated cell around them.
+#: 0.3 times as far (the LN gain as the recurrence's learning rate); the defaults with the heads reading outputs of
+#: gain 1's size (LN gain 0.3 in the cell, outputs × 1/0.3: the heads' input or the cell's); and the defaults without
+#: the fast term (η = 0, fixed), to tell what the fast weights add to the gated cell around them.
 NAMED_ONLY: tuple[Memory, ...] = (
     Memory("fast-weights-ln1", "fast-weights", {"layer_norm_gain": 1.0}),
     Memory("fast-weights-ln1-slow-recurrence", "fast-weights", {"layer_norm_gain": 1.0, "recurrent_step_scale": 0.3}),
+    Memory("fast-weights-ln1-heads", "fast-weights", {"output_scale": 1 / 0.3}),
     Memory("fast-weights-no-fast", "fast-weights", {"fast_learning_rate": 0.0, "learn_rates": False}),
 )
 MEMORIES_BY_NAME = {memory.name: memory for memory in (*MEMORIES, *NAMED_ONLY)}

@@ -166,6 +166,11 @@ class FastWeightsRNN(MemoryCore):
         An experiment: LN's gain sets the size of h, and with it how far a step of W moves W h beside C x, so at
         gain 1 the recurrence learns 1/0.3 times as fast relative to the input weights as at gain 0.3; s = 0.3 at
         gain 1 undoes that (docs/results.md, "The LN gain as the recurrence's learning rate").
+    :param output_scale: c > 0, the outputs the policy's heads read are c·h(t); the state, and so the recurrence
+        and the fast weights, keep h(t). An experiment that parts the two things LN's gain sets: at gain 0.3,
+        c = 1/0.3 gives the heads gain 1's outputs (their scale, and how far a step of the heads' first layer
+        moves their result) while the cell itself stays at gain 0.3 (docs/results.md, "The heads' input or the
+        cell's").
     """
 
     # A reset is a select in the PyTorch paths; in a run of resets the fused op writes no A and reads none.
@@ -189,6 +194,7 @@ class FastWeightsRNN(MemoryCore):
         chrono_init: float | None = 100.0,
         fast_read_gain: float | None = None,
         recurrent_step_scale: float = 1.0,
+        output_scale: float = 1.0,
     ) -> None:
         super().__init__(input_size, hidden_size)
         # Every argument is checked before anything is built, each with a ValueError naming it: NaN and inf
@@ -221,6 +227,9 @@ class FastWeightsRNN(MemoryCore):
             )
         self.recurrent_step_scale = check_number(
             "recurrent_step_scale", recurrent_step_scale, low=0.0, low_inclusive=False, allowed="a finite number > 0"
+        )
+        self.output_scale = check_number(
+            "output_scale", output_scale, low=0.0, low_inclusive=False, allowed="a finite number > 0"
         )
         if self.learn_rates and not (decay_rate < 1.0 and fast_learning_rate > 0.0):
             # λ = sigmoid(logit) and η = exp(log η) cannot start at λ = 1 or η = 0.
@@ -307,7 +316,8 @@ class FastWeightsRNN(MemoryCore):
         starts = episode_starts.to(inputs.dtype)
         path = self._choose_path(inputs, state)
         if path == "fused":
-            return self._run_fused(input_terms, gate_terms, state, starts)
+            outputs, state = self._run_fused(input_terms, gate_terms, state, starts)
+            return self._scaled(outputs), state
         h, fast_weights = self.unpack(state)
         # One host sync for the whole sequence instead of one per step.
         any_reset = starts.any(dim=1).tolist()
@@ -315,7 +325,11 @@ class FastWeightsRNN(MemoryCore):
         outputs, h, fast_weights = run(input_terms, gate_terms, h, fast_weights, starts, any_reset)
         if self.collect_stats:
             self.stats["fast_weights_norm"] = th.linalg.matrix_norm(fast_weights).mean().item()
-        return outputs, self.pack(h, fast_weights)
+        return self._scaled(outputs), self.pack(h, fast_weights)
+
+    def _scaled(self, outputs: th.Tensor) -> th.Tensor:
+        """The heads' input ``(T, B, H)``: ``output_scale`` times the hidden states (the state keeps them as they are)."""
+        return outputs if self.output_scale == 1.0 else self.output_scale * outputs
 
     def _choose_path(self, inputs: th.Tensor, state: th.Tensor) -> str:
         """``fused`` where it can run (``auto`` or asked for), else ``explicit`` or ``attention``."""
@@ -515,4 +529,5 @@ class FastWeightsRNN(MemoryCore):
         return (
             f"{super().extra_repr()}, decay_rate={self.decay_rate}, fast_learning_rate={self.fast_learning_rate}, "
             f"inner_steps={self.inner_steps}, activation={self.activation_name}, compute_path={self.compute_path}"
+            + ("" if self.output_scale == 1.0 else f", output_scale={self.output_scale}")
         )

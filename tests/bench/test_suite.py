@@ -97,6 +97,9 @@ def test_grid_covers_the_profile_and_gives_every_memory_the_same_settings(tmp_pa
     argv = ["run", "--out-dir", str(tmp_path), "--memories", "fast-weights-ln1-slow-recurrence"]
     kwargs = [cell.spec.hyperparams["policy_kwargs"] for cell in suite.grid(suite.build_parser().parse_args(argv))]
     assert {(k["layer_norm_gain"], k["recurrent_step_scale"]) for k in kwargs} == {(1.0, 0.3)}
+    argv = ["run", "--out-dir", str(tmp_path), "--memories", "fast-weights-ln1-heads"]
+    kwargs = [cell.spec.hyperparams["policy_kwargs"] for cell in suite.grid(suite.build_parser().parse_args(argv))]
+    assert {(k.get("layer_norm_gain"), k["output_scale"]) for k in kwargs} == {(None, 1 / 0.3)}
 
 
 def test_popgym_profile_runs_the_registered_memories_at_their_defaults(tmp_path: Path) -> None:

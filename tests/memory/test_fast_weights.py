@@ -207,6 +207,25 @@ def test_recurrent_step_scale_starts_the_same_and_steps_the_recurrence_s_times_a
     assert step_1["W"].abs().max() > 5e-4  # the step moved W: the comparison is not of zeros
 
 
+@pytest.mark.parametrize("path", ["explicit", "attention", "fused"])
+def test_output_scale_scales_what_the_heads_read_and_not_the_state(path):
+    """Outputs c·h(t) over a sequence with a reset; the state (h and A), and so the next sequence, as at c = 1."""
+    x = th.randn(6, 3, F_IN, dtype=th.float64)
+    starts = th.zeros(6, 3, dtype=th.float64)
+    starts[3, 1] = 1.0
+
+    def run(scale: float) -> tuple[th.Tensor, th.Tensor]:
+        th.manual_seed(0)
+        core = FastWeightsRNN(F_IN, H, gated=True, output_scale=scale, compute_path=path).double()
+        return core(x, core.initial_state(3).double(), starts)
+
+    out_1, state_1 = run(1.0)
+    out_c, state_c = run(1 / 0.3)
+    th.testing.assert_close(out_c, out_1 / 0.3)
+    th.testing.assert_close(state_c, state_1)
+    assert out_1.abs().max() > 1e-3  # the comparison is not of zeros
+
+
 @pytest.mark.parametrize("path", ["explicit", "attention"])
 def test_gated_learned_rates_gradcheck(path):
     """Gradients w.r.t. the new parameters (η, λ, the gate) match finite differences on both paths."""
@@ -390,6 +409,8 @@ def test_stats_are_collected_only_when_asked():
         ({"fast_read_gain": float("nan")}, "fast_read_gain"),
         ({"recurrent_step_scale": 0.0}, "recurrent_step_scale"),
         ({"recurrent_step_scale": float("inf")}, "recurrent_step_scale"),
+        ({"output_scale": -1.0}, "output_scale"),
+        ({"output_scale": float("nan")}, "output_scale"),
     ],
 )
 def test_invalid_settings_raise_value_error(kwargs, names):
