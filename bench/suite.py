@@ -164,13 +164,17 @@ MEMORIES: tuple[Memory, ...] = tuple(
 #: Run only when named (``--memories``), measured in docs/results.md §2d: fast weights with LN's gain starting at 1
 #: (the version 4 cell), the alternative default weighed against 0.3; the same with the recurrent matrices stepping
 #: 0.3 times as far (the LN gain as the recurrence's learning rate); the defaults with the heads reading outputs of
-#: gain 1's size (LN gain 0.3 in the cell, outputs × 1/0.3: the heads' input or the cell's); and the defaults without
-#: the fast term (η = 0, fixed), to tell what the fast weights add to the gated cell around them.
+#: gain 1's size (LN gain 0.3 in the cell, outputs × 1/0.3: the heads' input or the cell's); the defaults without
+#: the fast term (η = 0, fixed), to tell what the fast weights add to the gated cell around them; that at gain 1; and
+#: at gain 0.3 with η starting 1/0.3² times as large (the balanced η for h of gain 0.3's size, at H = 128: MiniGrid's).
 NAMED_ONLY: tuple[Memory, ...] = (
     Memory("fast-weights-ln1", "fast-weights", {"layer_norm_gain": 1.0}),
     Memory("fast-weights-ln1-slow-recurrence", "fast-weights", {"layer_norm_gain": 1.0, "recurrent_step_scale": 0.3}),
     Memory("fast-weights-ln1-heads", "fast-weights", {"output_scale": 1 / 0.3}),
     Memory("fast-weights-no-fast", "fast-weights", {"fast_learning_rate": 0.0, "learn_rates": False}),
+    Memory("fast-weights-ln1-no-fast", "fast-weights", {"layer_norm_gain": 1.0, "fast_learning_rate": 0.0,
+                                                        "learn_rates": False}),  # fmt: skip
+    Memory("fast-weights-eta-for-gain", "fast-weights", {"fast_learning_rate": 2 * (1 - 0.95) / 128 / 0.3**2}),
 )
 MEMORIES_BY_NAME = {memory.name: memory for memory in (*MEMORIES, *NAMED_ONLY)}
 PROFILES = {"quick": (0,), "full": (0, 1, 2), "popgym": (0, 1, 2)}  # profile -> seeds

@@ -328,7 +328,7 @@ class FastWeightsRNN(MemoryCore):
         return self._scaled(outputs), self.pack(h, fast_weights)
 
     def _scaled(self, outputs: th.Tensor) -> th.Tensor:
-        """The heads' input ``(T, B, H)``: ``output_scale`` times the hidden states (the state keeps them as they are)."""
+        """The heads' input ``(T, B, H)``: ``output_scale`` times the hidden states (the state keeps them as is)."""
         return outputs if self.output_scale == 1.0 else self.output_scale * outputs
 
     def _choose_path(self, inputs: th.Tensor, state: th.Tensor) -> str:

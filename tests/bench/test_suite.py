@@ -91,7 +91,7 @@ def test_grid_covers_the_profile_and_gives_every_memory_the_same_settings(tmp_pa
     others = [spec for spec in specs if not spec.save_dir.name.startswith("fast-weights-paper")]
     assert len({json.dumps(spec.hyperparams["policy_kwargs"]) for spec in others}) == 1
     # A variant run only when named: not in the default grid, its one option set when asked for.
-    assert not any(spec.save_dir.name.startswith("fast-weights-ln1") for spec in specs)
+    assert not {memory.name for memory in suite.NAMED_ONLY} & {spec.save_dir.name.rpartition("-s")[0] for spec in specs}
     named = suite.build_parser().parse_args(["run", "--out-dir", str(tmp_path), "--memories", "fast-weights-ln1"])
     assert {cell.spec.hyperparams["policy_kwargs"]["layer_norm_gain"] for cell in suite.grid(named)} == {1.0}
     argv = ["run", "--out-dir", str(tmp_path), "--memories", "fast-weights-ln1-slow-recurrence"]
