@@ -166,7 +166,8 @@ MEMORIES: tuple[Memory, ...] = tuple(
 #: 0.3 times as far (the LN gain as the recurrence's learning rate); the defaults with the heads reading outputs of
 #: gain 1's size (LN gain 0.3 in the cell, outputs × 1/0.3: the heads' input or the cell's); the defaults without
 #: the fast term (η = 0, fixed), to tell what the fast weights add to the gated cell around them; that at gain 1; and
-#: at gain 0.3 with η starting 1/0.3² times as large (the balanced η for h of gain 0.3's size, at H = 128: MiniGrid's).
+#: at gain 0.3 with η starting 1/0.3² times as large (the balanced η for h of gain 0.3's size at H = 128, the
+#: hidden size of MiniGrid's and POPGym's settings).
 NAMED_ONLY: tuple[Memory, ...] = (
     Memory("fast-weights-ln1", "fast-weights", {"layer_norm_gain": 1.0}),
     Memory("fast-weights-ln1-slow-recurrence", "fast-weights", {"layer_norm_gain": 1.0, "recurrent_step_scale": 0.3}),
