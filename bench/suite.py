@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from fw_agents.memory.fast_weights import balanced_fast_learning_rate
 from fw_agents.registry import memory_names
 from train import grid as grids
 from train import runs as runs_
@@ -175,7 +176,8 @@ NAMED_ONLY: tuple[Memory, ...] = (
     Memory("fast-weights-no-fast", "fast-weights", {"fast_learning_rate": 0.0, "learn_rates": False}),
     Memory("fast-weights-ln1-no-fast", "fast-weights", {"layer_norm_gain": 1.0, "fast_learning_rate": 0.0,
                                                         "learn_rates": False}),  # fmt: skip
-    Memory("fast-weights-eta-for-gain", "fast-weights", {"fast_learning_rate": 2 * (1 - 0.95) / 128 / 0.3**2}),
+    Memory("fast-weights-eta-for-gain", "fast-weights",
+           {"fast_learning_rate": balanced_fast_learning_rate(128, 0.95) / 0.3**2}),  # fmt: skip
 )
 MEMORIES_BY_NAME = {memory.name: memory for memory in (*MEMORIES, *NAMED_ONLY)}
 PROFILES = {"quick": (0,), "full": (0, 1, 2), "popgym": (0, 1, 2)}  # profile -> seeds
